@@ -1,0 +1,295 @@
+"""Asyncio client SDK: one WebSocket connection, any number of joined sessions.
+
+Built on picows callbacks rather than a reader task: frames are decoded and applied in the
+transport callback, and the arrival time of a time-exchange reply is read right there, which
+keeps the client's share of round-trip jitter small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import picows
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+from ..protocol.codec import decode_server, encode_client
+from ..protocol.messages import (
+    Ack,
+    ClientMessage,
+    Create,
+    Error,
+    Join,
+    Joined,
+    JoinRole,
+    Left,
+    SessionSettings,
+    TimeReply,
+    TimeRequest,
+    Welcome,
+)
+from .errors import ConnectionClosed, ServerError
+from .session import Session
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSample:
+    """One four-timestamp exchange: t0/t3 on the client clock, t1/t2 on the server clock."""
+
+    t0: float
+    t1: float
+    t2: float
+    t3: float
+
+    @property
+    def offset(self) -> float:
+        return ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2
+
+    @property
+    def rtt(self) -> float:
+        return (self.t3 - self.t0) - (self.t2 - self.t1)
+
+
+class _Listener(WSListener):
+    def __init__(self, client: Client):
+        self.client = client
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        arrival = self.client.clock()
+        if frame.msg_type is WSMsgType.TEXT or frame.msg_type is WSMsgType.BINARY:
+            self.client._on_frame(frame.get_payload_as_bytes(), arrival)
+        elif frame.msg_type is WSMsgType.CLOSE:
+            self.client._close_info = (frame.get_close_code(), frame.get_close_reason())
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.client._on_disconnected()
+
+
+class Client:
+    """Connect with `await Client.connect(url)`; use as an async context manager to close."""
+
+    def __init__(self, clock: Clock = time.time, request_timeout: float = 10.0):
+        self.clock = clock  # injectable local clock (tests offset and skew it)
+        self.request_timeout = request_timeout
+        self.welcome: Welcome | None = None
+        self.sessions: dict[str, Session] = {}
+        self.errors: deque[Error] = deque(maxlen=1000)  # errors with no request or session
+        self.time_samples: deque[TimeSample] = deque(maxlen=32)
+        self._transport: WSTransport | None = None
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._time_pending: dict[float, asyncio.Future[TimeSample]] = {}
+        self._welcome: asyncio.Future[Welcome] | None = None
+        self._closed: asyncio.Future[ConnectionClosed] | None = None
+        self._close_info: tuple[Any, str] | None = None
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, clock: Clock = time.time, timeout: float = 10.0, time_sync: int = 5
+    ) -> Client:
+        """Open the connection, wait for `welcome`, and take `time_sync` clock samples."""
+        self = cls(clock, timeout)
+        loop = asyncio.get_running_loop()
+        self._welcome = loop.create_future()
+        self._closed = loop.create_future()
+        async with asyncio.timeout(timeout):
+            self._transport, _ = await picows.ws_connect(lambda: _Listener(self), url)
+            self.welcome = await self._welcome
+        if time_sync:
+            await self.sync_time(time_sync)
+        return self
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        session_id: str | None = None,
+        public: bool = False,
+        ceremony_type: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session and join it as its leader."""
+        settings = SessionSettings(session_id=session_id, public=public, ceremony_type=ceremony_type)
+        joined = await self.request(Create(name=name, settings=settings, meta=dict(meta or {})))
+        return self._adopt(joined)
+
+    async def join(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        role: JoinRole = "participant",
+        meta: Mapping[str, Any] | None = None,
+        resume: str | None = None,
+        last_seq: int | None = None,
+    ) -> Session:
+        """Join by id; `resume` (a previous `Session.token`) reclaims the same participant."""
+        joined = await self.request(
+            Join(
+                session=session_id,
+                name=name,
+                role=role,
+                meta=dict(meta or {}),
+                resume=resume,
+                last_seq=last_seq,
+            )
+        )
+        return self._adopt(joined)
+
+    def _adopt(self, joined: Joined) -> Session:
+        session = Session(self, joined)
+        self.sessions[session.id] = session
+        return session
+
+    def forget(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    # --- time ------------------------------------------------------------------------------
+
+    async def time_exchange(self) -> TimeSample:
+        """One NTP-style exchange over the socket."""
+        t0 = self.clock()
+        fut: asyncio.Future[TimeSample] = asyncio.get_running_loop().create_future()
+        self._time_pending[t0] = fut
+        self.send(TimeRequest(t0=t0))
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                sample = await fut
+        finally:
+            self._time_pending.pop(t0, None)
+        self.time_samples.append(sample)
+        return sample
+
+    async def sync_time(self, samples: int = 8) -> TimeSample:
+        """Take `samples` exchanges; returns the one with the smallest round trip."""
+        for _ in range(samples):
+            await self.time_exchange()
+        return self.best_sample()
+
+    def best_sample(self) -> TimeSample:
+        return min(self.time_samples, key=lambda s: s.rtt)
+
+    def server_time(self) -> float:
+        """Estimated server (network) time now: minimum-RTT offset over recent samples."""
+        if not self.time_samples:
+            return self.clock()
+        return self.clock() + self.best_sample().offset
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def send(self, msg: ClientMessage) -> None:
+        self.raise_if_closed()
+        assert self._transport is not None
+        self._transport.send(WSMsgType.TEXT, encode_client(msg))
+
+    async def request(self, msg: ClientMessage) -> Any:
+        """Send with a fresh `rid` and await its reply; a server `error` raises ServerError."""
+        rid = next(self._rids)
+        msg.rid = rid  # type: ignore[union-attr]
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self.send(msg)
+            async with asyncio.timeout(self.request_timeout):
+                return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    def send_raw(self, data: bytes | str, binary: bool = False) -> None:
+        """Send an arbitrary frame (for tests of the server's input handling)."""
+        self.raise_if_closed()
+        assert self._transport is not None
+        self._transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, data)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None and self._closed.done()
+
+    def raise_if_closed(self) -> None:
+        if self._closed is not None and self._closed.done():
+            raise self._closed.result()
+
+    async def wait_closed(self, timeout: float | None = None) -> ConnectionClosed:
+        """Wait for the connection to end; returns the close code and reason."""
+        assert self._closed is not None
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._closed)
+
+    async def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.send_close(picows.WSCloseCode.OK)
+            self._transport.disconnect()
+            await self.wait_closed(self.request_timeout)
+
+    def _on_frame(self, data: bytes, arrival: float) -> None:
+        try:
+            messages = decode_server(data)
+        except msgspec.DecodeError as exc:
+            self.errors.append(Error(code="client_decode", message=str(exc)))
+            return
+        for msg in messages:
+            self._dispatch(msg, arrival)
+
+    def _dispatch(self, msg: Any, arrival: float) -> None:
+        kind = type(msg)
+        session = getattr(msg, "session", None)
+        rid = getattr(msg, "rid", None)
+        if kind is TimeReply:
+            fut = self._time_pending.get(msg.t0)
+            if fut is not None and not fut.done():
+                fut.set_result(TimeSample(msg.t0, msg.t1, msg.t2, arrival))
+        elif kind is Joined or kind is Left or kind is Ack:
+            self._resolve(rid, msg)
+        elif kind is Error:
+            if rid is not None and rid in self._pending:
+                self._reject(rid, ServerError(msg.code, msg.message, msg.session))
+            elif session in self.sessions:
+                self.sessions[session].apply(msg)
+            else:
+                self.errors.append(msg)
+        elif kind is Welcome:
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(msg)
+        elif session in self.sessions:
+            self.sessions[session].apply(msg)
+
+    def _resolve(self, rid: int | None, value: Any) -> None:
+        fut = self._pending.get(rid) if rid is not None else None
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    def _reject(self, rid: int, exc: Exception) -> None:
+        fut = self._pending.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    def _on_disconnected(self) -> None:
+        code, reason = self._close_info or (1006, "connection lost")
+        closed = ConnectionClosed(int(code), reason)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(closed)
+        for fut in [*self._pending.values(), *self._time_pending.values()]:
+            if not fut.done():
+                fut.set_exception(closed)
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(closed)
+        for session in self.sessions.values():
+            session.wake()

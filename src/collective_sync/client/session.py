@@ -1,0 +1,178 @@
+"""Client-side view of one joined session: participants, leader, state snapshot, event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from ..engine.state import nest
+from ..protocol.messages import (
+    Control,
+    ControlOut,
+    Error,
+    Handover,
+    Joined,
+    Leader,
+    Leave,
+    ParticipantInfo,
+    PolaritySync,
+    Presence,
+    ServerMessage,
+    SessionSettings,
+    StateOut,
+    StateSet,
+    UpdateMeta,
+)
+from .errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from .client import Client
+
+E = TypeVar("E")
+
+# What `events()` yields: the server's own message types, plus ConnectionClosed at the end.
+Event = Presence | Leader | ControlOut | StateOut | Error
+
+
+class Session:
+    """A session this client has joined. Read the attributes; await the methods.
+
+    The attributes always reflect every message received so far (they are updated in the
+    frame callback, before any event is yielded), so `wait_for(predicate)` is the simple way
+    to wait for a condition; `events()` gives the same messages as a typed stream.
+    """
+
+    def __init__(self, client: Client, joined: Joined, max_events: int = 10_000):
+        self.client = client
+        self.id = joined.session
+        self.me = joined.you
+        self.token = joined.token  # pass as `resume=` to rejoin as the same participant
+        self.settings: SessionSettings = joined.settings
+        self.leader: str | None = joined.leader
+        self.participants: dict[str, ParticipantInfo] = {p.id: p for p in joined.participants}
+        self.values: dict[str, Any] = dict(joined.state.values)  # flat path -> value snapshot
+        self.version = joined.state.v
+        self.seq = joined.seq  # last control seq seen
+        self.left = False
+        self.events_dropped = 0
+        self._events: deque[Event] = deque(maxlen=max_events)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        p = self.participants.get(self.me)
+        return p.role if p else "participant"
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.me
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The current snapshot as a nested plain dict."""
+        return nest(self.values)
+
+    async def wait_for(self, predicate: Callable[[Session], bool], timeout: float = 10.0) -> None:
+        """Return once `predicate(self)` holds; re-checked after every message for this session."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self.client.raise_if_closed()
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.append(fut)
+                await fut
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Presence, leader, control, state and error messages in arrival order (one consumer)."""
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            self.client.raise_if_closed()
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+
+    async def next_event(self, kind: type[E] | tuple[type[E], ...], timeout: float = 10.0) -> E:
+        """The next event of `kind`; events of other kinds before it are consumed and skipped."""
+        async with asyncio.timeout(timeout):
+            async for ev in self.events():
+                if isinstance(ev, kind):
+                    return ev
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- acting ----------------------------------------------------------------------------
+
+    async def set(self, values: Mapping[str, Any], at: float | None = None, *, ack: bool = False) -> None:
+        """Set state paths (None deletes), stamped with network time `at` (default: now).
+
+        Without `ack` this is fire-and-forget, as fits 60 Hz updates: rejections still
+        arrive as `Error` events. The local snapshot changes when the server's update arrives.
+        """
+        stamp = self.client.server_time() if at is None else at
+        msg = StateSet(session=self.id, at=stamp, set=dict(values))
+        if ack:
+            await self.client.request(msg)
+        else:
+            self.client.send(msg)
+
+    async def control(self, event: str, payload: Any = None, at: float | None = None) -> int:
+        """Send a leader control message; returns its session sequence number."""
+        ack = await self.client.request(Control(session=self.id, event=event, payload=payload, at=at))
+        return ack.seq  # type: ignore[union-attr,return-value]
+
+    async def polarity_sync(self, payload: PolaritySync | Mapping[str, Any], at: float | None = None) -> int:
+        body = msgspec.to_builtins(payload) if isinstance(payload, PolaritySync) else dict(payload)
+        return await self.control("polarity_sync", body, at)
+
+    async def update_meta(self, meta: Mapping[str, Any]) -> None:
+        await self.client.request(UpdateMeta(session=self.id, meta=dict(meta)))
+
+    async def handover(self, to: str) -> None:
+        await self.client.request(Handover(session=self.id, to=to))
+
+    async def leave(self) -> None:
+        await self.client.request(Leave(session=self.id))
+        self.left = True
+        self.client.forget(self.id)
+
+    # --- fed by the client -----------------------------------------------------------------
+
+    def apply(self, msg: ServerMessage) -> None:
+        """Fold one server message into the view, queue it as an event, wake waiters."""
+        if type(msg) is StateOut:
+            values = self.values
+            for path, value in msg.set.items():
+                if value is None:
+                    values.pop(path, None)
+                else:
+                    values[path] = value
+            self.version = msg.v
+        elif type(msg) is Presence:
+            for p in msg.joins:
+                self.participants[p.id] = p
+            for p in msg.updates:
+                self.participants[p.id] = p
+            for pid in msg.leaves:
+                self.participants.pop(pid, None)
+        elif type(msg) is Leader:
+            self.leader = msg.leader
+        elif type(msg) is ControlOut:
+            self.seq = max(self.seq, msg.seq)
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1
+        self._events.append(msg)  # type: ignore[arg-type]
+        self.wake()
+
+    def wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+__all__ = ["ConnectionClosed", "Event", "Session"]

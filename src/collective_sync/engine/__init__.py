@@ -1,0 +1,1 @@
+"""The GAA engine's model: the shared state document and its merge rules."""

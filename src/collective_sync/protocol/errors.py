@@ -1,0 +1,38 @@
+"""Error codes and WebSocket close codes: errors are values in the protocol, not exceptions on the wire."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """`code` of an `error` message; the request that caused it changed nothing."""
+
+    MALFORMED = "malformed"  # not valid UTF-8 JSON, or a binary frame
+    UNKNOWN_TYPE = "unknown_type"  # `type` missing or not a client message type
+    INVALID_MESSAGE = "invalid_message"  # schema violation (field missing, wrong type, out of range)
+    TOO_LARGE = "too_large"  # frame above the configured message size limit
+    RATE_LIMITED = "rate_limited"  # token bucket empty; the message was dropped
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_EXISTS = "session_exists"  # create with a sessionId that is taken
+    NOT_IN_SESSION = "not_in_session"  # this connection has not joined that session
+    ALREADY_JOINED = "already_joined"
+    TOO_MANY_SESSIONS = "too_many_sessions"  # per-connection session limit
+    NOT_LEADER = "not_leader"  # leader-only action by someone else
+    FORBIDDEN = "forbidden"  # e.g. an observer writing state, writing another's area
+    INVALID_PATH = "invalid_path"  # state path malformed, unknown root, or shape conflict
+    STATE_FULL = "state_full"  # per-session key limit reached
+    BAD_TIMESTAMP = "bad_timestamp"  # `at` too far from server time
+    INVALID_TARGET = "invalid_target"  # handover to someone who cannot lead
+    RESUME_FAILED = "resume_failed"  # resume token unknown or expired
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses; 4xxx are Collective Sync's own."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY_VIOLATION = 1008  # persistent flooding after rate-limit errors
+    MESSAGE_TOO_BIG = 1009  # frame far above the limit (beyond what we read to reply)
+    SLOW_CONSUMER = 4002  # reliable backlog exceeded its bound; reconnect and resume
+    PROTOCOL_ABUSE = 4003  # too many invalid messages in a row

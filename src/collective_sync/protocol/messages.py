@@ -1,0 +1,239 @@
+"""Every message on the wire, declared once as msgspec structs.
+
+This module is the executable form of docs/protocol.md: the server decodes and validates
+client frames with these types (one pass, no hand-written dict checks), and both SDKs
+speak exactly these shapes. Field names are camelCase on the wire (`rename="camel"`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+# --- shared constraints -------------------------------------------------------------------
+
+Rid = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+SessionId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$")]
+ParticipantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+EventName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
+# Network time: seconds since the Unix epoch on the server's clock, microsecond resolution.
+NetTime = Annotated[float, msgspec.Meta(ge=0)]
+Role = Literal["leader", "participant", "observer"]
+JoinRole = Literal["participant", "observer"]
+
+
+class _Msg(msgspec.Struct, rename="camel", omit_defaults=True, forbid_unknown_fields=False, tag_field="type"):
+    """Base of all wire messages: tagged by `type`, camelCase fields, defaults omitted."""
+
+
+class SessionSettings(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Settings chosen by a session's creator; `public` sessions are listed by GET /api/sessions."""
+
+    session_id: SessionId | None = None
+    public: bool = False
+    ceremony_type: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+# --- GAA polarity protocol ----------------------------------------------------------------
+
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Balance = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
+Radians = Annotated[float, msgspec.Meta(ge=-1000.0, le=1000.0)]
+Finite = Annotated[float, msgspec.Meta(ge=-1e6, le=1e6)]
+
+
+class PolarityChannel(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """One of the two polarity channels (light or dark) of the GAA engine."""
+
+    enabled: bool
+    amplitude: Unit
+    phase: Radians
+    resonance_mode: Literal["harmonic", "chaotic", "adaptive"]
+
+
+class DarkEnergyDrift(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    drift_rate: Finite
+    expansion_factor: Finite
+
+
+class PolaritySync(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """Payload of the `polarity_sync` control event, validated by the server."""
+
+    light_channel: PolarityChannel
+    dark_channel: PolarityChannel
+    polarity_balance: Balance
+    dark_energy_drift: DarkEnergyDrift
+
+
+# Control events whose payload the server validates; any other event name carries free JSON.
+VALIDATED_CONTROL_EVENTS: dict[str, type[msgspec.Struct]] = {"polarity_sync": PolaritySync}
+
+
+# --- client -> server ---------------------------------------------------------------------
+
+
+class Create(_Msg, tag="create"):
+    name: DisplayName
+    rid: Rid | None = None
+    settings: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    meta: dict[str, Any] = {}
+
+
+class Join(_Msg, tag="join"):
+    session: SessionId
+    name: DisplayName
+    rid: Rid | None = None
+    role: JoinRole = "participant"
+    meta: dict[str, Any] = {}
+    # Reclaims a dropped participant (same id and role) within the grace period.
+    resume: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    # Highest control seq already seen; later ones still in history are replayed after `joined`.
+    last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Leave(_Msg, tag="leave"):
+    session: SessionId
+    rid: Rid | None = None
+
+
+class UpdateMeta(_Msg, tag="meta"):
+    session: SessionId
+    meta: dict[str, Any]
+    rid: Rid | None = None
+
+
+class Handover(_Msg, tag="handover"):
+    session: SessionId
+    to: ParticipantId
+    rid: Rid | None = None
+
+
+class Control(_Msg, tag="control"):
+    session: SessionId
+    event: EventName
+    payload: Any = None
+    rid: Rid | None = None
+    at: NetTime | None = None
+
+
+class StateSet(_Msg, tag="state_set"):
+    session: SessionId
+    at: NetTime
+    set: Annotated[dict[str, Any], msgspec.Meta(min_length=1, max_length=256)]
+    rid: Rid | None = None
+
+
+class TimeRequest(_Msg, tag="time"):
+    t0: float
+
+
+ClientMessage = Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest
+CLIENT_TYPES: frozenset[str] = frozenset(
+    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time"}
+)
+
+
+# --- server -> client ---------------------------------------------------------------------
+
+
+class Limits(msgspec.Struct, rename="camel"):
+    max_message_bytes: int
+    rate_per_second: float
+    burst: int
+    max_sessions: int
+
+
+class Welcome(_Msg, tag="welcome"):
+    server: str
+    conn: str
+    time: float
+    limits: Limits
+
+
+class ParticipantInfo(msgspec.Struct, rename="camel", omit_defaults=True):
+    id: str
+    name: str
+    role: Role
+    joined_at: float
+    meta: dict[str, Any] = {}
+    connected: bool = True
+
+
+class Snapshot(msgspec.Struct, rename="camel"):
+    """The authoritative state document: flat `path -> value` map at version `v`."""
+
+    v: int
+    values: dict[str, Any]
+
+
+class Joined(_Msg, tag="joined"):
+    session: str
+    you: str
+    token: str
+    role: Role
+    leader: str | None
+    participants: list[ParticipantInfo]
+    state: Snapshot
+    seq: int
+    settings: SessionSettings
+    rid: int | None = None
+
+
+class Left(_Msg, tag="left"):
+    session: str
+    rid: int | None = None
+
+
+class Ack(_Msg, tag="ack"):
+    rid: int
+    seq: int | None = None
+
+
+class Presence(_Msg, tag="presence"):
+    session: str
+    joins: list[ParticipantInfo] = []
+    leaves: list[str] = []
+    updates: list[ParticipantInfo] = []
+
+
+class Leader(_Msg, tag="leader"):
+    session: str
+    leader: str | None
+    reason: Literal["handover", "failover", "vacant", "claimed"]
+    previous: str | None = None
+
+
+class ControlOut(_Msg, tag="control"):
+    session: str
+    seq: int
+    at: float
+    event: str
+    sender: str = msgspec.field(name="from")
+    payload: Any = None
+
+
+class StateOut(_Msg, tag="state"):
+    session: str
+    v: int
+    at: float
+    sender: str = msgspec.field(name="from")
+    set: dict[str, Any] = {}
+    coalesced: bool = False
+
+
+class TimeReply(_Msg, tag="time"):
+    t0: float
+    t1: float
+    t2: float
+
+
+class Error(_Msg, tag="error"):
+    code: str
+    message: str
+    rid: int | None = None
+    session: str | None = None
+
+
+ServerMessage = Welcome | Joined | Left | Ack | Presence | Leader | ControlOut | StateOut | TimeReply | Error

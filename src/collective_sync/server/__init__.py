@@ -1,0 +1,1 @@
+"""The session server: pure core (session, node, outbox) and thin I/O (WebSocket, HTTP)."""

@@ -1,0 +1,24 @@
+"""Server settings, with the defaults documented in docs/protocol.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .session import SessionLimits
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_message_bytes: int = 64 * 1024
+    rate_per_second: float = 200.0  # messages per connection per second (token bucket)
+    burst: int = 400
+    max_sessions_per_connection: int = 8
+    max_sessions: int = 10_000
+    max_meta_bytes: int = 1024
+    session_ttl: float = 60.0  # a session ends this long after its last participant is gone
+    max_backlog_bytes: int = 4 * 1024 * 1024  # reliable bytes queued for a congested receiver
+    write_high_water: int = 256 * 1024  # transport buffer above which a receiver counts as slow
+    tick_interval: float = 0.05  # how often grace periods and session expiry are checked
+    session: SessionLimits = field(default_factory=SessionLimits)

@@ -1,0 +1,83 @@
+"""The small HTTP API served beside the WebSocket endpoint (GET only, JSON or Prometheus text)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .metrics import make_registry
+from .node import Node
+
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class _SessionInfo(msgspec.Struct, rename="camel", omit_defaults=True):
+    id: str
+    participants: int
+    leader: dict[str, str] | None
+    created_at: float
+    ceremony_type: str | None = None
+
+
+def _json(status: int, obj: object) -> HttpResponse:
+    return HttpResponse(status, JSON, msgspec.json.encode(obj))
+
+
+class HttpApi:
+    def __init__(self, node: Node):
+        self.node = node
+        self.registry = make_registry(node)
+
+    def handle(self, path: str, query: str) -> HttpResponse:
+        t1 = self.node.clock()
+        if path == "/healthz":
+            return _json(
+                200,
+                {"status": "ok", "sessions": len(self.node.sessions), "connections": len(self.node.conns)},
+            )
+        if path == "/metrics":
+            return HttpResponse(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
+        if path == "/api/sessions":
+            return _json(200, {"sessions": self._public_sessions()})
+        if path == "/api/time":
+            return self._time(query, t1)
+        return _json(404, {"error": "not_found", "message": f"no resource at {path}"})
+
+    def _public_sessions(self) -> list[_SessionInfo]:
+        out = []
+        for s in self.node.sessions.values():
+            if not s.settings.public:
+                continue
+            leader = s.participants.get(s.leader) if s.leader else None
+            out.append(
+                _SessionInfo(
+                    id=s.id,
+                    participants=len(s.participants),
+                    created_at=s.created_at,
+                    leader={"id": leader.id, "name": leader.name} if leader else None,
+                    ceremony_type=s.settings.ceremony_type,
+                )
+            )
+        return out
+
+    def _time(self, query: str, t1: float) -> HttpResponse:
+        """NTP-style exchange over HTTP: echoes the client's t0, with receive and send times."""
+        raw = parse_qs(query).get("t0", [None])[0]
+        try:
+            t0 = float(raw) if raw is not None else None
+            if t0 is not None and not math.isfinite(t0):
+                raise ValueError(raw)
+        except ValueError:
+            return _json(400, {"error": "invalid_message", "message": "t0 must be a number"})
+        return _json(200, {"t0": t0, "t1": t1, "t2": self.node.clock()})

@@ -1,0 +1,148 @@
+"""WebSocket and HTTP transport on picows: moves bytes between sockets and the node, nothing else.
+
+picows was chosen by measurement (docs/architecture.md): its C frame codec and callback API
+avoid a task and a queue per connection, which is what dominates fan-out cost in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+
+import picows
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
+
+from ..protocol.errors import CloseCode
+from .http import HttpApi
+from .node import Connection, Node
+
+WS_PATH = "/ws"
+
+
+class _Peer(WSListener):
+    """One WebSocket connection: frames to `node.receive`, flow control to `node.pause/resume`."""
+
+    __slots__ = ("_fragments", "_fragments_size", "conn", "node", "transport")
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.transport: WSTransport | None = None
+        self.conn: Connection | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragments_size = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        transport.underlying_transport.set_write_buffer_limits(high=self.node.config.write_high_water)
+        self.conn = self.node.connect(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        conn = self.conn
+        assert conn is not None
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if frame.fin:
+                self.node.receive(conn, frame.get_payload_as_bytes())
+            else:
+                self._fragments = [frame.get_payload_as_bytes()]
+                self._fragments_size = frame.payload_size
+        elif kind is WSMsgType.CONTINUATION:
+            self._continue(conn, frame)
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def _continue(self, conn: Connection, frame: WSFrame) -> None:
+        """Reassemble a fragmented message, refusing it once it passes the size limit."""
+        if self._fragments is None:
+            return
+        self._fragments_size += frame.payload_size
+        if self._fragments_size > self.node.config.max_message_bytes:
+            self._fragments = None
+            self.node.receive(conn, b" " * (self.node.config.max_message_bytes + 1))
+            return
+        self._fragments.append(frame.get_payload_as_bytes())
+        if frame.fin:
+            data, self._fragments = b"".join(self._fragments), None
+            self.node.receive(conn, data)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.conn is not None:
+            self.node.disconnect(self.conn)
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.node.pause(self.conn)
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.node.resume(self.conn)
+
+    # FrameSink
+    def send_frame(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send(WSMsgType.TEXT, frame)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.transport is not None:
+            self.transport.send_close(code, reason.encode())  # type: ignore[arg-type]
+            self.transport.disconnect()
+
+
+class WsServer:
+    """Owns the listening socket, the per-turn flush and the periodic tick of one node."""
+
+    def __init__(self, node: Node, http: HttpApi):
+        self.node = node
+        self.http = http
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        node.schedule_flush = self._schedule_flush
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen and return the bound port (port 0 picks a free one)."""
+        self._loop = asyncio.get_running_loop()
+        limit = self.node.config.max_message_bytes
+        self._server = await picows.ws_create_server(
+            self._route,
+            host,
+            port,
+            max_frame_size=max(16 * limit, 1 << 20),
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=15,
+            auto_ping_reply_timeout=10,
+        )
+        self._tick()
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for conn in list(self.node.conns.values()):
+            conn.sink.close(int(CloseCode.GOING_AWAY), "server shutting down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _route(self, request: WSUpgradeRequest) -> _Peer | picows.WSUpgradeResponseWithListener:
+        target = request.path.decode("latin-1")
+        path, _, query = target.partition("?")
+        if path == WS_PATH:
+            return _Peer(self.node)
+        resp = self.http.handle(path, query)
+        headers = {"Content-Type": resp.content_type, "Cache-Control": "no-store"}
+        if resp.status == HTTPStatus.OK:
+            response = picows.WSUpgradeResponse.create_ok_response(resp.body, headers)
+        else:
+            response = picows.WSUpgradeResponse.create_error_response(resp.status, resp.body, headers)
+        return picows.WSUpgradeResponseWithListener(response, None)
+
+    def _schedule_flush(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self.node.flush)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self.node.tick()
+        self._ticker = self._loop.call_later(self.node.config.tick_interval, self._tick)
