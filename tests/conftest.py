@@ -1,0 +1,67 @@
+"""Shared fixtures: a real server on a loopback port in the test's event loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from collective_sync.client import Client
+from collective_sync.server.app import start
+from collective_sync.server.config import ServerConfig
+from collective_sync.server.ws import WsServer
+
+logging.getLogger("picows").setLevel(logging.WARNING)
+
+
+@dataclass
+class RunningServer:
+    server: WsServer
+    port: int
+    config: ServerConfig
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def client(self, **kwargs: object) -> Client:
+        return await Client.connect(self.url, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    """Override in a test module to change limits; short grace/ttl keep lifecycle tests quick."""
+    config = ServerConfig(port=0, session_ttl=0.5, tick_interval=0.02)
+    config.session.grace_period = 0.3
+    return config
+
+
+@pytest.fixture
+async def server(server_config: ServerConfig) -> AsyncIterator[RunningServer]:
+    ws, port = await start(server_config)
+    try:
+        yield RunningServer(ws, port, server_config)
+    finally:
+        await ws.stop()
+
+
+@pytest.fixture
+async def connect(server: RunningServer) -> AsyncIterator[Callable[..., object]]:
+    """`await connect()` opens a client to the test server; all are closed at the end."""
+    clients: list[Client] = []
+
+    async def _connect(**kwargs: object) -> Client:
+        c = await server.client(**kwargs)
+        clients.append(c)
+        return c
+
+    yield _connect
+    for c in clients:
+        if not c.closed:
+            await c.close()
