@@ -92,6 +92,7 @@ class Client:
         self._welcome: asyncio.Future[Welcome] | None = None
         self._closed: asyncio.Future[ConnectionClosed] | None = None
         self._close_info: tuple[Any, str] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     @classmethod
     async def connect(
@@ -128,8 +129,8 @@ class Client:
     ) -> Session:
         """Create a session and join it as its leader."""
         settings = SessionSettings(session_id=session_id, public=public, ceremony_type=ceremony_type)
-        joined = await self.request(Create(name=name, settings=settings, meta=dict(meta or {})))
-        return self._adopt(joined)
+        session: Session = await self.request(Create(name=name, settings=settings, meta=dict(meta or {})))
+        return session
 
     async def join(
         self,
@@ -142,7 +143,7 @@ class Client:
         last_seq: int | None = None,
     ) -> Session:
         """Join by id; `resume` (a previous `Session.token`) reclaims the same participant."""
-        joined = await self.request(
+        session: Session = await self.request(
             Join(
                 session=session_id,
                 name=name,
@@ -152,11 +153,6 @@ class Client:
                 last_seq=last_seq,
             )
         )
-        return self._adopt(joined)
-
-    def _adopt(self, joined: Joined) -> Session:
-        session = Session(self, joined)
-        self.sessions[session.id] = session
         return session
 
     def forget(self, session_id: str) -> None:
@@ -192,6 +188,15 @@ class Client:
         if not self.time_samples:
             return self.clock()
         return self.clock() + self.best_sample().offset
+
+    async def wait_for(self, predicate: Callable[[Client], bool], timeout: float = 10.0) -> None:
+        """Return once `predicate(self)` holds; re-checked after every frame (e.g. on `errors`)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self.raise_if_closed()
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.append(fut)
+                await fut
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -247,6 +252,13 @@ class Client:
             return
         for msg in messages:
             self._dispatch(msg, arrival)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _dispatch(self, msg: Any, arrival: float) -> None:
         kind = type(msg)
@@ -256,7 +268,12 @@ class Client:
             fut = self._time_pending.get(msg.t0)
             if fut is not None and not fut.done():
                 fut.set_result(TimeSample(msg.t0, msg.t1, msg.t2, arrival))
-        elif kind is Joined or kind is Left or kind is Ack:
+        elif kind is Joined:
+            # Adopt at once: messages later in this same frame (replayed controls) belong to it.
+            joined = Session(self, msg)
+            self.sessions[joined.id] = joined
+            self._resolve(rid, joined)
+        elif kind is Left or kind is Ack:
             self._resolve(rid, msg)
         elif kind is Error:
             if rid is not None and rid in self._pending:
@@ -293,3 +310,4 @@ class Client:
             self._welcome.set_exception(closed)
         for session in self.sessions.values():
             session.wake()
+        self._wake()

@@ -20,5 +20,6 @@ class ServerConfig:
     session_ttl: float = 60.0  # a session ends this long after its last participant is gone
     max_backlog_bytes: int = 4 * 1024 * 1024  # reliable bytes queued for a congested receiver
     write_high_water: int = 256 * 1024  # transport buffer above which a receiver counts as slow
+    socket_send_buffer: int | None = None  # SO_SNDBUF for client sockets; None keeps the kernel's
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
     session: SessionLimits = field(default_factory=SessionLimits)

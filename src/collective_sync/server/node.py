@@ -9,6 +9,7 @@ receivers with identical pending messages share the joined frame.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from .config import ServerConfig
 from .outbox import Outbox
 from .ratelimit import TokenBucket, Verdict
 from .session import Out, Participant, Session, SessionError
+
+log = logging.getLogger("collective_sync.node")
 
 
 class FrameSink(Protocol):
@@ -104,6 +107,7 @@ class Node:
         self.clock = clock
         self.backplane: Backplane = backplane or InMemoryBackplane()
         self.schedule_flush = schedule_flush or (lambda: None)
+        self.on_session_end: Callable[[str], None] | None = None  # observers (logs, tests)
         self.sessions: dict[str, Session] = {}
         self.members: dict[str, dict[str, Connection]] = {}  # session -> participant -> local conn
         self.conns: dict[str, Connection] = {}
@@ -372,6 +376,9 @@ class Node:
         self.members.pop(session.id, None)
         self.backplane.unsubscribe(session.id)
         self._watch.discard(session.id)
+        log.info("session %s ended", session.id)
+        if self.on_session_end is not None:
+            self.on_session_end(session.id)
 
     def _publish(self, session: Session, outs: list[Out]) -> None:
         for out in outs:

@@ -7,6 +7,7 @@ avoid a task and a queue per connection, which is what dominates fan-out cost in
 from __future__ import annotations
 
 import asyncio
+import socket
 from http import HTTPStatus
 
 import picows
@@ -33,7 +34,11 @@ class _Peer(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        transport.underlying_transport.set_write_buffer_limits(high=self.node.config.write_high_water)
+        config = self.node.config
+        transport.underlying_transport.set_write_buffer_limits(high=config.write_high_water)
+        if config.socket_send_buffer is not None:
+            sock = transport.underlying_transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
         self.conn = self.node.connect(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
