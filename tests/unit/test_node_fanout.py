@@ -1,0 +1,134 @@
+"""The node driven directly: fake sinks, fake clock, explicit flushes and ticks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from collective_sync.protocol.codec import decode_server
+from collective_sync.protocol.messages import Joined, Leader, StateOut
+from collective_sync.server.config import ServerConfig
+from collective_sync.server.node import Connection, Node
+
+
+@dataclass
+class Sink:
+    frames: list[bytes] = field(default_factory=list)
+    closed: tuple[int, str] | None = None
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def messages(self) -> list:
+        return [m for f in self.frames for m in decode_server(f)]
+
+
+class World:
+    def __init__(self, **config: object) -> None:
+        self.now = 1000.0
+        cfg = ServerConfig(**config)  # type: ignore[arg-type]
+        cfg.session.grace_period = 5.0
+        self.node = Node(cfg, lambda: self.now)
+
+    def conn(self) -> tuple[Connection, Sink]:
+        sink = Sink()
+        return self.node.connect(sink), sink
+
+    def send(self, conn: Connection, **msg: object) -> None:
+        self.node.receive(conn, msgspec.json.encode(msg))
+
+
+def setup(w: World, receivers: int) -> tuple[Connection, str, list[tuple[Connection, Sink]]]:
+    leader, lsink = w.conn()
+    w.send(leader, type="create", name="L", rid=1)
+    w.node.flush()
+    sid = next(m for m in lsink.messages() if isinstance(m, Joined)).session
+    rs = [w.conn() for _ in range(receivers)]
+    for c, _ in rs:
+        w.send(c, type="join", session=sid, name="r", role="observer")
+    w.node.flush()
+    for _, s in rs:
+        s.frames.clear()
+    return leader, sid, rs
+
+
+def test_one_frame_per_receiver_per_turn_shared_between_receivers() -> None:
+    w = World()
+    leader, sid, rs = setup(w, 3)
+    for i in range(4):
+        w.send(leader, type="state_set", session=sid, at=w.now, set={"geometry.R": i})
+    w.node.flush()
+    frames = [s.frames for _, s in rs]
+    assert all(len(f) == 1 for f in frames)  # four updates, one frame each
+    assert frames[0][0] is frames[1][0] is frames[2][0]  # joined once, shared
+    assert [m.set["geometry.R"] for m in rs[0][1].messages()] == [0, 1, 2, 3]
+
+
+def test_paused_receiver_converges_after_resume() -> None:
+    w = World()
+    leader, sid, rs = setup(w, 2)
+    slow, ssink = rs[0]
+    w.node.pause(slow)
+    for i in range(50):
+        w.send(leader, type="state_set", session=sid, at=w.now + i * 1e-3, set={"geometry.R": i})
+    w.node.flush()
+    assert ssink.frames == []
+    w.node.resume(slow)
+    w.node.flush()
+    (msg,) = ssink.messages()
+    assert isinstance(msg, StateOut)
+    assert msg.coalesced
+    assert (msg.set, msg.v) == ({"geometry.R": 49}, 50)
+    assert w.node.coalesced_drops() == 49
+
+
+def test_slow_consumer_over_backlog_is_closed_with_4002() -> None:
+    w = World(max_backlog_bytes=2000)
+    leader, sid, rs = setup(w, 1)
+    slow, ssink = rs[0]
+    w.node.pause(slow)
+    for i in range(40):
+        w.send(leader, type="control", session=sid, event="e", payload={"i": i}, rid=i)
+    assert ssink.closed is not None
+    assert ssink.closed[0] == 4002
+
+
+def test_grace_expiry_fails_over_and_empty_session_ends() -> None:
+    w = World(session_ttl=30.0)
+    leader, sid, _ = setup(w, 0)
+    p, psink = w.conn()
+    w.send(p, type="join", session=sid, name="P")
+    w.node.flush()
+    psink.frames.clear()
+    w.node.disconnect(leader)
+    w.now += 4.9
+    w.node.tick()
+    w.node.flush()
+    assert not any(isinstance(m, Leader) for m in psink.messages())
+    w.now += 0.2
+    w.node.tick()
+    w.node.flush()
+    (lead,) = [m for m in psink.messages() if isinstance(m, Leader)]
+    assert lead.reason == "failover"
+    w.node.disconnect(p)
+    w.now += 5.1
+    w.node.tick()
+    assert sid in w.node.sessions  # empty now, but lives for its ttl
+    w.now += 30.0
+    w.node.tick()
+    assert sid not in w.node.sessions
+
+
+def test_time_reply_bypasses_the_batch() -> None:
+    w = World()
+    c, sink = w.conn()
+    w.node.flush()
+    sink.frames.clear()
+    w.send(c, type="time", t0=1.5)
+    assert len(sink.frames) == 1  # written before any flush
+    (reply,) = sink.messages()
+    assert (reply.t0, reply.t1, reply.t2) == (1.5, w.now, w.now)
