@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("picows").setLevel(logging.WARNING)  # it logs every connection at INFO
     if args.command == "serve":
         from .server.app import run
 

@@ -259,6 +259,7 @@ class Node:
         self.members[sid] = {}
         self.backplane.subscribe(sid, self._deliver)
         p, outs = session.add(msg.name, "participant", msg.meta, conn.id, now)
+        log.info("session %s created by %s (public=%s)", sid, conn.id, settings.public)
         self._enter(conn, session, p, msg.rid, outs, None)
 
     def _join(self, conn: Connection, msg: Join, now: float) -> None:
