@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from support import make_config
 
 from collective_sync.client import Client
 from collective_sync.server.app import start
@@ -36,10 +37,8 @@ class RunningServer:
 
 @pytest.fixture
 def server_config() -> ServerConfig:
-    """Override in a test module to change limits; short grace/ttl keep lifecycle tests quick."""
-    config = ServerConfig(port=0, session_ttl=0.5, tick_interval=0.02)
-    config.session.grace_period = 0.3
-    return config
+    """Override in a test module (with `make_config(...)`) to change limits."""
+    return make_config()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+from support import make_config
 
 from collective_sync.client import Client, ServerError
 from collective_sync.client.session import Session
@@ -23,16 +24,7 @@ MAX = 2048
 
 @pytest.fixture
 def server_config() -> ServerConfig:
-    config = ServerConfig(
-        port=0,
-        max_message_bytes=MAX,
-        rate_per_second=50,
-        burst=20,
-        max_sessions_per_connection=2,
-        tick_interval=0.02,
-    )
-    config.session.grace_period = 0.3
-    return config
+    return make_config(max_message_bytes=MAX, rate_per_second=50, burst=20, max_sessions_per_connection=2)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from support import make_config
 
 from collective_sync.client import ServerError
 from collective_sync.protocol.messages import ControlOut, StateOut
@@ -20,16 +21,7 @@ POLARITY = {
 
 @pytest.fixture
 def server_config() -> ServerConfig:
-    config = ServerConfig(
-        port=0,
-        rate_per_second=100_000,
-        burst=100_000,
-        write_high_water=4096,
-        socket_send_buffer=4096,
-        tick_interval=0.02,
-    )
-    config.session.grace_period = 0.3
-    return config
+    return make_config(rate_per_second=100_000, burst=100_000, write_high_water=4096, socket_send_buffer=4096)
 
 
 async def test_controls_reach_everyone_in_order(connect) -> None:

@@ -36,6 +36,7 @@ from ..protocol.messages import (
 )
 from .errors import ConnectionClosed, ServerError
 from .session import Session
+from .signal import Changed
 
 Clock = Callable[[], float]
 
@@ -92,7 +93,7 @@ class Client:
         self._welcome: asyncio.Future[Welcome] | None = None
         self._closed: asyncio.Future[ConnectionClosed] | None = None
         self._close_info: tuple[Any, str] | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        self.changed = Changed()  # notified after every frame and on disconnect
 
     @classmethod
     async def connect(
@@ -191,12 +192,7 @@ class Client:
 
     async def wait_for(self, predicate: Callable[[Client], bool], timeout: float = 10.0) -> None:
         """Return once `predicate(self)` holds; re-checked after every frame (e.g. on `errors`)."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                self.raise_if_closed()
-                fut = asyncio.get_running_loop().create_future()
-                self._waiters.append(fut)
-                await fut
+        await self.changed.until(lambda: predicate(self), self.raise_if_closed, timeout)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -252,13 +248,7 @@ class Client:
             return
         for msg in messages:
             self._dispatch(msg, arrival)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self.changed.notify()
 
     def _dispatch(self, msg: Any, arrival: float) -> None:
         kind = type(msg)
@@ -309,5 +299,5 @@ class Client:
         if self._welcome is not None and not self._welcome.done():
             self._welcome.set_exception(closed)
         for session in self.sessions.values():
-            session.wake()
-        self._wake()
+            session.changed.notify()
+        self.changed.notify()

@@ -28,6 +28,7 @@ from ..protocol.messages import (
     UpdateMeta,
 )
 from .errors import ConnectionClosed
+from .signal import Changed
 
 if TYPE_CHECKING:
     from .client import Client
@@ -60,7 +61,7 @@ class Session:
         self.left = False
         self.events_dropped = 0
         self._events: deque[Event] = deque(maxlen=max_events)
-        self._waiters: list[asyncio.Future[None]] = []
+        self.changed = Changed()  # notified after every message for this session
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -80,12 +81,7 @@ class Session:
 
     async def wait_for(self, predicate: Callable[[Session], bool], timeout: float = 10.0) -> None:
         """Return once `predicate(self)` holds; re-checked after every message for this session."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                self.client.raise_if_closed()
-                fut = asyncio.get_running_loop().create_future()
-                self._waiters.append(fut)
-                await fut
+        await self.changed.until(lambda: predicate(self), self.client.raise_if_closed, timeout)
 
     async def events(self) -> AsyncIterator[Event]:
         """Presence, leader, control, state and error messages in arrival order (one consumer)."""
@@ -93,9 +89,7 @@ class Session:
             while self._events:
                 yield self._events.popleft()
             self.client.raise_if_closed()
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            await fut
+            await self.changed.wait()
 
     async def next_event(self, kind: type[E] | tuple[type[E], ...], timeout: float = 10.0) -> E:
         """The next event of `kind`; events of other kinds before it are consumed and skipped."""
@@ -166,13 +160,7 @@ class Session:
         if len(self._events) == self._events.maxlen:
             self.events_dropped += 1
         self._events.append(msg)  # type: ignore[arg-type]
-        self.wake()
-
-    def wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self.changed.notify()
 
 
 __all__ = ["ConnectionClosed", "Event", "Session"]
