@@ -1,0 +1,190 @@
+"""Offset, delay and skew of the server clock from four-timestamp exchanges.
+
+Queueing only ever adds delay, so the exchanges with the smallest round trip carry the least
+error (the NTP clock-filter insight). The estimator keeps a sliding window of samples, keeps
+only those whose delay is close to the window's minimum, and fits offset = a + b·(t - t_ref)
+through them by weighted least squares: the intercept is the offset now, the slope the rate
+difference (skew) between the local oscillator and the server's. A run of samples far above
+the minimum means the path changed (a route change): the window restarts on the new path.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One exchange: t0/t3 on the local clock, t1/t2 on the server clock (seconds)."""
+
+    t0: float
+    t1: float
+    t2: float
+    t3: float
+
+    @property
+    def offset(self) -> float:
+        return ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2
+
+    @property
+    def delay(self) -> float:
+        return (self.t3 - self.t0) - (self.t2 - self.t1)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Server time ≈ local time + offset + skew·(local - at_local), within about `error`."""
+
+    at_local: float  # the local time the estimate refers to
+    offset: float  # seconds
+    skew: float  # dimensionless rate difference (1e-6 = 1 ppm)
+    delay: float  # the minimum round trip in the window
+    error: float  # statistical error of `offset` (not the unobservable path asymmetry)
+    samples: int  # how many samples the envelopes used
+    skew_error: float = 0.0  # standard error of `skew`
+
+    @property
+    def skew_ppm(self) -> float:
+        return self.skew * 1e6
+
+    @property
+    def bound(self) -> float:
+        """Worst case including path asymmetry, which no two-way exchange can observe: delay/2."""
+        return self.delay / 2 + self.error
+
+    def offset_at(self, local: float) -> float:
+        return self.offset + self.skew * (local - self.at_local)
+
+
+@dataclass
+class EstimatorConfig:
+    window: int = 512  # samples kept (bounded by max_span too)
+    route_change_run: int = 6  # consecutive samples this far above the minimum → new path
+    route_change_factor: float = 4.0  # "far above": delay > min + factor·(typical spread) + ...
+    route_change_min: float = 0.002  # ... at least this much (s)
+    max_span: float = 120.0  # seconds of samples in the fit (older ones age out)
+    min_skew_span: float = 0.5  # seconds of baseline before any slope is fitted
+    skew_bins: int = 16  # time bins for the envelope regression
+    skew_prior: float = 200e-6  # spread of real oscillators' rate error (crystals: ±200 ppm)
+    horizons: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0)  # envelope look-backs (s)
+
+
+class ClockEstimator:
+    def __init__(self, config: EstimatorConfig | None = None):
+        self.config = config or EstimatorConfig()
+        self._samples: deque[Sample] = deque(maxlen=self.config.window)
+        self._high_run = 0
+        self.route_changes = 0
+        self.rejected = 0
+        self.last: Estimate | None = None
+
+    @property
+    def span(self) -> float:
+        """Seconds of local time covered by the window."""
+        return self._samples[-1].t3 - self._samples[0].t3 if self._samples else 0.0
+
+    def add(self, sample: Sample) -> Estimate | None:
+        """Take one exchange; returns the new estimate (None until enough samples)."""
+        if sample.delay < 0 or sample.t3 < sample.t0:
+            self.rejected += 1  # impossible timing: a clock stepped under us or a bogus reply
+            return self.last
+        cfg = self.config
+        self._samples.append(sample)
+        while self._samples and sample.t3 - self._samples[0].t3 > cfg.max_span:
+            self._samples.popleft()
+        delays = np.fromiter((s.delay for s in self._samples), float, len(self._samples))
+        dmin = float(delays.min())
+        spread = float(np.median(delays) - dmin)
+        if sample.delay > dmin + cfg.route_change_factor * spread + cfg.route_change_min:
+            self._high_run += 1
+            if self._high_run >= cfg.route_change_run:
+                # The path got slower. Old samples stay valid for the envelopes (a symmetric change
+                # does not move the offset); the flag makes the clock probe faster to confirm.
+                self._high_run = 0
+                self.route_changes += 1
+        else:
+            self._high_run = 0
+        self.last = self._fit(sample.t3) or self.last
+        return self.last
+
+    def _fit(self, now_local: float) -> Estimate | None:
+        cfg = self.config
+        n = len(self._samples)
+        if n == 0:
+            return None
+        arr = np.array([(s.t3, s.t1 - s.t0, s.t2 - s.t3) for s in self._samples])
+        t, up, down = arr[:, 0], arr[:, 1], arr[:, 2]
+        skew, skew_se = self._skew(t, up, down)
+        # One-way envelopes: t1 - t0 = offset + up delay, t2 - t3 = offset - down delay. Taking the
+        # minimum of the first and the maximum of the second separately (after removing the drift)
+        # needs one quiet sample per direction, not one quiet round trip: far more robust under
+        # heavy-tailed queueing than the best round trip alone. How far back to look trades the
+        # envelope's sharpness (more samples) against unmodelled drift (skew error x age): try a
+        # few horizons and keep the one with the smallest estimated error.
+        drift = skew * (t - now_local)
+        up_d, down_d = up - drift, down - drift
+        best: tuple[float, float, float, int] | None = None
+        for horizon in cfg.horizons:
+            use = np.flatnonzero(t >= now_local - horizon)
+            if best is not None and use.size < 2:
+                continue
+            u, d = up_d[use], down_d[use]
+            i_up, i_down = np.argsort(u)[:2], np.argsort(-d)[:2]
+            lo, hi = u[i_up[0]], d[i_down[0]]
+            gaps = (u[i_up[-1]] - lo) + (hi - d[i_down[-1]]) if use.size > 1 else lo - hi
+            age = now_local - min(t[use][i_up[0]], t[use][i_down[0]])
+            err = float(gaps / 2 + skew_se * age + 1e-6)
+            if best is None or err < best[0]:
+                best = (err, float((lo + hi) / 2), float(lo - hi), int(use.size))
+            if horizon >= t[-1] - t[0]:
+                break
+        assert best is not None
+        error, offset, delay, used = best
+        return Estimate(now_local, offset, skew, delay, error, used, skew_se)
+
+    def _skew(self, t: np.ndarray, up: np.ndarray, down: np.ndarray) -> tuple[float, float]:
+        """Rate difference from the one-way delay envelopes over time (after Moon, Skelly and
+        Towsley's skew estimation): per time bin, the fastest up-trip and the fastest down-trip
+        lie closest to the true offset line, so a common slope fitted through those bin extremes
+        ignores queueing. The slope is shrunk toward zero by its standard error against the
+        prior spread of real oscillators, so a short or noisy baseline yields a cautious slope.
+        Returns (skew, remaining uncertainty)."""
+        cfg = self.config
+        prior = cfg.skew_prior
+        n = len(t)
+        bins = min(cfg.skew_bins, n // 2)
+        if bins < 3 or t[-1] - t[0] < cfg.min_skew_span:
+            return 0.0, prior
+        edges = np.linspace(t[0], t[-1] + 1e-9, bins + 1)
+        idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
+        pts_t: list[float] = []
+        pts_y: list[float] = []
+        group: list[int] = []
+        for b in range(bins):
+            m = np.flatnonzero(idx == b)
+            if not m.size:
+                continue
+            i, j = m[np.argmin(up[m])], m[np.argmax(down[m])]
+            pts_t += [t[i], t[j]]
+            pts_y += [up[i], down[j]]
+            group += [0, 1]
+        tt, yy, g = np.array(pts_t), np.array(pts_y), np.array(group)
+        if len(tt) < 6:
+            return 0.0, prior
+        # Common slope, separate intercepts for the two envelopes: centre each group on its own.
+        tc, yc = tt.copy(), yy.copy()
+        for k in (0, 1):
+            sel = g == k
+            tc[sel] -= tt[sel].mean()
+            yc[sel] -= yy[sel].mean()
+        var = float((tc**2).sum())
+        if var <= 0:
+            return 0.0, prior
+        slope = float((tc * yc).sum() / var)
+        resid = yc - slope * tc
+        se2 = float((resid**2).sum() / max(len(tt) - 3, 1) / var)
+        shrink = prior**2 / (prior**2 + se2)
+        return slope * shrink, float(np.sqrt(shrink * se2))
