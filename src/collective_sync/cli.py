@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 from .server.config import ServerConfig
@@ -28,6 +29,16 @@ def main(argv: list[str] | None = None) -> None:
         "--session-ttl", type=float, default=d.session_ttl, help="seconds an empty session lives on"
     )
     serve.add_argument("--log-level", default="INFO")
+    imp = sub.add_parser("impair", help="loopback proxy adding delay, jitter, loss, reordering")
+    imp.add_argument("--target", required=True, help="HOST:PORT to forward to (loopback only)")
+    imp.add_argument("--listen-port", type=int, default=0, help="0 picks a free port (printed)")
+    imp.add_argument("--udp", action="store_true", help="forward UDP datagrams instead of TCP")
+    for side in ("up", "down"):
+        imp.add_argument(f"--delay-{side}", type=float, default=0.0, help=f"{side}link base delay (s)")
+        imp.add_argument(f"--jitter-{side}", type=float, default=0.0, help=f"{side}link mean extra delay (s)")
+        imp.add_argument(f"--loss-{side}", type=float, default=0.0, help=f"{side}link loss probability")
+        imp.add_argument(f"--reorder-{side}", type=float, default=0.0, help=f"{side}link reorder share (UDP)")
+    imp.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if logging.getLogger().level > logging.DEBUG:
@@ -45,6 +56,36 @@ def main(argv: list[str] | None = None) -> None:
         )
         config.session.grace_period = args.grace
         run(config)
+    elif args.command == "impair":
+        _impair(args)
+
+
+def _impair(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from .netem import Impairment, ImpairProxy
+
+    host, _, port = args.target.rpartition(":")
+    sides = {
+        side: Impairment(
+            delay=getattr(args, f"delay_{side}"),
+            jitter=getattr(args, f"jitter_{side}"),
+            loss=getattr(args, f"loss_{side}"),
+            reorder=getattr(args, f"reorder_{side}"),
+        )
+        for side in ("up", "down")
+    }
+    proxy = ImpairProxy(
+        host or "127.0.0.1", int(port), sides["up"], sides["down"], args.seed, listen_port=args.listen_port
+    )
+
+    async def main() -> None:
+        bound = await (proxy.start_udp() if args.udp else proxy.start_tcp())
+        print(f"impairing {'udp' if args.udp else 'tcp'} 127.0.0.1:{bound} -> {args.target}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 if __name__ == "__main__":

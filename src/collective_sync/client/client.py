@@ -34,6 +34,7 @@ from ..protocol.messages import (
     TimeRequest,
     Welcome,
 )
+from ..timing import DisciplinedClock, Sample
 from .errors import ConnectionClosed, ServerError
 from .session import Session
 from .signal import Changed
@@ -86,6 +87,8 @@ class Client:
         self.sessions: dict[str, Session] = {}
         self.errors: deque[Error] = deque(maxlen=1000)  # errors with no request or session
         self.time_samples: deque[TimeSample] = deque(maxlen=32)
+        self.network = DisciplinedClock()  # local clock -> network (server) time, PLL-disciplined
+        self._probe_task: asyncio.Task[None] | None = None
         self._transport: WSTransport | None = None
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -97,9 +100,11 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, url: str, *, clock: Clock = time.time, timeout: float = 10.0, time_sync: int = 5
+        cls, url: str, *, clock: Clock = time.time, timeout: float = 10.0, discipline: bool = True
     ) -> Client:
-        """Open the connection, wait for `welcome`, and take `time_sync` clock samples."""
+        """Open the connection and wait for `welcome`. With `discipline` (the default) a
+        background task keeps exchanging time with the server (a burst now, then adaptively)
+        and `connect` returns once the network clock has locked."""
         self = cls(clock, timeout)
         loop = asyncio.get_running_loop()
         self._welcome = loop.create_future()
@@ -107,8 +112,9 @@ class Client:
         async with asyncio.timeout(timeout):
             self._transport, _ = await picows.ws_connect(lambda: _Listener(self), url)
             self.welcome = await self._welcome
-        if time_sync:
-            await self.sync_time(time_sync)
+        if discipline:
+            self._probe_task = loop.create_task(self._probe_loop())
+            await self.wait_for(lambda c: c.network.locked, timeout)
         return self
 
     async def __aenter__(self) -> Client:
@@ -173,6 +179,7 @@ class Client:
         finally:
             self._time_pending.pop(t0, None)
         self.time_samples.append(sample)
+        self.network.add_sample(Sample(sample.t0, sample.t1, sample.t2, sample.t3))
         return sample
 
     async def sync_time(self, samples: int = 8) -> TimeSample:
@@ -184,11 +191,24 @@ class Client:
     def best_sample(self) -> TimeSample:
         return min(self.time_samples, key=lambda s: s.rtt)
 
-    def server_time(self) -> float:
-        """Estimated server (network) time now: minimum-RTT offset over recent samples."""
-        if not self.time_samples:
-            return self.clock()
-        return self.clock() + self.best_sample().offset
+    def network_time(self, local: float | None = None) -> float:
+        """Network (server) time now, or at local clock reading `local`: smooth and monotonic
+        once locked. Before any exchange it is the local clock."""
+        t = self.clock() if local is None else local
+        return self.network.to_network(t) if self.time_samples else t
+
+    server_time = network_time
+
+    async def _probe_loop(self) -> None:
+        """Time exchanges at the interval the disciplined clock asks for (burst, then slower)."""
+        while not self.closed:
+            try:
+                await asyncio.wait_for(self.time_exchange(), 2.0)
+            except TimeoutError:
+                pass  # lost on the way: the next probe will do
+            except ConnectionError:
+                return
+            await asyncio.sleep(self.network.next_probe_interval())
 
     async def wait_for(self, predicate: Callable[[Client], bool], timeout: float = 10.0) -> None:
         """Return once `predicate(self)` holds; re-checked after every frame (e.g. on `errors`)."""
@@ -235,6 +255,10 @@ class Client:
             return await asyncio.shield(self._closed)
 
     async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        for session in self.sessions.values():
+            session.playout.close()
         if self._transport is not None and not self.closed:
             self._transport.send_close(picows.WSCloseCode.OK)
             self._transport.disconnect()
@@ -269,14 +293,14 @@ class Client:
             if rid is not None and rid in self._pending:
                 self._reject(rid, ServerError(msg.code, msg.message, msg.session))
             elif session in self.sessions:
-                self.sessions[session].apply(msg)
+                self.sessions[session].apply(msg, arrival)
             else:
                 self.errors.append(msg)
         elif kind is Welcome:
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)
         elif session in self.sessions:
-            self.sessions[session].apply(msg)
+            self.sessions[session].apply(msg, arrival)
 
     def _resolve(self, rid: int | None, value: Any) -> None:
         fut = self._pending.get(rid) if rid is not None else None
@@ -293,6 +317,8 @@ class Client:
         closed = ConnectionClosed(int(code), reason)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(closed)
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         for fut in [*self._pending.values(), *self._time_pending.values()]:
             if not fut.done():
                 fut.set_exception(closed)

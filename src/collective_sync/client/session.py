@@ -28,6 +28,7 @@ from ..protocol.messages import (
     UpdateMeta,
 )
 from .errors import ConnectionClosed
+from .playout import Handler, Playout
 from .signal import Changed
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Session:
         self.left = False
         self.events_dropped = 0
         self._events: deque[Event] = deque(maxlen=max_events)
+        # Changes applied at network time (state at `at` + D, control at `at`): the engine's view.
+        self.playout = Playout(client, joined.settings.playout_delay)
+        self.playout.seed(self.values)
         self.changed = Changed()  # notified after every message for this session
 
     # --- reading ---------------------------------------------------------------------------
@@ -132,13 +136,25 @@ class Session:
     async def leave(self) -> None:
         await self.client.request(Leave(session=self.id))
         self.left = True
+        self.playout.close()
         self.client.forget(self.id)
 
     # --- fed by the client -----------------------------------------------------------------
 
-    def apply(self, msg: ServerMessage) -> None:
-        """Fold one server message into the view, queue it as an event, wake waiters."""
+    @property
+    def applied(self) -> dict[str, Any]:
+        """The state as the engine should be playing it now (flat paths), after the jitter buffer."""
+        return self.playout.values
+
+    def on_apply(self, handler: Handler) -> None:
+        """Call `handler(Applied)` at each change's playout instant (from the event loop)."""
+        self.playout.handlers.append(handler)
+
+    def apply(self, msg: ServerMessage, arrival: float | None = None) -> None:
+        """Fold one server message into the view, queue it as an event, wake waiters; state and
+        control also go to the playout (`arrival` is the local clock reading at receipt)."""
         if type(msg) is StateOut:
+            self.playout.on_state(msg, self.client.network_time(arrival))
             values = self.values
             for path, value in msg.set.items():
                 if value is None:
@@ -157,6 +173,7 @@ class Session:
             self.leader = msg.leader
         elif type(msg) is ControlOut:
             self.seq = max(self.seq, msg.seq)
+            self.playout.on_control(msg)
         if len(self._events) == self._events.maxlen:
             self.events_dropped += 1
         self._events.append(msg)  # type: ignore[arg-type]

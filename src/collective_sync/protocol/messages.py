@@ -21,6 +21,7 @@ EventName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}
 # Network time: seconds since the Unix epoch on the server's clock, microsecond resolution.
 NetTime = Annotated[float, msgspec.Meta(ge=0)]
 Role = Literal["leader", "participant", "observer"]
+PlayoutDelay = Annotated[float, msgspec.Meta(ge=0.0, le=2.0)]
 JoinRole = Literal["participant", "observer"]
 
 
@@ -34,6 +35,14 @@ class SessionSettings(msgspec.Struct, rename="camel", omit_defaults=True):
     session_id: SessionId | None = None
     public: bool = False
     ceremony_type: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # Session-wide jitter-buffer delay D (s): everyone applies a state update at its `at` + D.
+    playout_delay: PlayoutDelay = 0.15
+
+
+class PlayoutDelayChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of the `playout_delay` control event: the leader changes the session's D."""
+
+    delay: PlayoutDelay
 
 
 # --- GAA polarity protocol ----------------------------------------------------------------
@@ -68,7 +77,10 @@ class PolaritySync(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
 
 
 # Control events whose payload the server validates; any other event name carries free JSON.
-VALIDATED_CONTROL_EVENTS: dict[str, type[msgspec.Struct]] = {"polarity_sync": PolaritySync}
+VALIDATED_CONTROL_EVENTS: dict[str, type[msgspec.Struct]] = {
+    "polarity_sync": PolaritySync,
+    "playout_delay": PlayoutDelayChange,
+}
 
 
 # --- client -> server ---------------------------------------------------------------------

@@ -33,7 +33,6 @@ from ..protocol.messages import (
     Leave,
     Left,
     Limits,
-    SessionSettings,
     StateOut,
     StateSet,
     TimeReply,
@@ -251,9 +250,7 @@ class Node:
             raise _Reject(ErrorCode.SESSION_EXISTS, f"session {sid!r} already exists")
         if len(self.sessions) >= self.config.max_sessions:
             raise _Reject(ErrorCode.TOO_MANY_SESSIONS, "the server is at its session limit")
-        settings = SessionSettings(
-            session_id=sid, public=msg.settings.public, ceremony_type=msg.settings.ceremony_type
-        )
+        settings = msgspec.structs.replace(msg.settings, session_id=sid)
         session = Session(sid, settings, now, self.config.session)
         self.sessions[sid] = session
         self.members[sid] = {}
@@ -449,8 +446,14 @@ class Node:
         self._close(conn, CloseCode.SLOW_CONSUMER, "receiver too slow; reconnect and resume")
 
     def _close(self, conn: Connection, code: CloseCode, reason: str) -> None:
+        """Close with `code`; what is already queued (e.g. the error that explains it) goes first,
+        unless the queue itself is the problem (slow consumer)."""
         if not conn.closing:
             conn.closing = True
+            if code is not CloseCode.SLOW_CONSUMER and not conn.outbox.paused:
+                frame = conn.outbox.take()
+                if frame is not None:
+                    conn.sink.send_frame(frame)
             conn.outbox.clear()
             conn.sink.close(int(code), reason)
 

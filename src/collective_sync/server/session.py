@@ -224,6 +224,8 @@ class Session:
                 payload = msgspec.to_builtins(msgspec.convert(payload, schema))
             except msgspec.ValidationError as exc:
                 raise SessionError(ErrorCode.INVALID_MESSAGE, f"{event} payload: {exc}") from None
+        if event == "playout_delay":  # late joiners must learn the session's current D
+            self.settings = msgspec.structs.replace(self.settings, playout_delay=payload["delay"])
         self.seq += 1
         msg = ControlOut(session=self.id, seq=self.seq, at=at, event=event, sender=pid, payload=payload)
         self.history.append(msg)

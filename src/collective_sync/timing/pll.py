@@ -33,7 +33,7 @@ class PllConfig:
     max_freq: float = 1000e-6  # |frequency correction| bound (crystals are within ±200 ppm)
     acquire_samples: int = 6  # exchanges before the first lock
     acquire_error: float = 0.002  # and the estimator's error must be below this (s)
-    burst_interval: float = 0.05  # probe spacing during a burst (s)
+    burst_interval: float = 0.02  # probe spacing during a burst (s)
     burst_length: int = 8
     settle_interval: float = 0.1  # probe spacing after the burst until the frequency is learned
     settle_skew_error: float = 2e-6  # "learned": skew standard error below this

@@ -23,6 +23,10 @@ class Scheduler:
         """Queue `payload` for network time `at` (same-time items keep their insertion order)."""
         heapq.heappush(self._heap, (at, next(self._seq), payload))
 
+    def next_due(self) -> float | None:
+        """Network time of the earliest item."""
+        return self._heap[0][0] if self._heap else None
+
     def next_local_deadline(self) -> float | None:
         return self._to_local(self._heap[0][0]) if self._heap else None
 
