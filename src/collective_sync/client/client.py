@@ -133,9 +133,12 @@ class Client:
         public: bool = False,
         ceremony_type: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        playout_delay: float = 0.15,
     ) -> Session:
-        """Create a session and join it as its leader."""
-        settings = SessionSettings(session_id=session_id, public=public, ceremony_type=ceremony_type)
+        """Create a session and join it as its leader; `playout_delay` is the session's D."""
+        settings = SessionSettings(
+            session_id=session_id, public=public, ceremony_type=ceremony_type, playout_delay=playout_delay
+        )
         session: Session = await self.request(Create(name=name, settings=settings, meta=dict(meta or {})))
         return session
 
