@@ -35,11 +35,12 @@ class PllConfig:
     acquire_error: float = 0.002  # and the estimator's error must be below this (s)
     burst_interval: float = 0.02  # probe spacing during a burst (s)
     burst_length: int = 8
-    settle_interval: float = 0.1  # probe spacing after the burst until the frequency is learned
+    settle_interval: float = 0.05  # probe spacing after the burst until the frequency is learned
     settle_skew_error: float = 2e-6  # "learned": skew standard error below this
     max_settle: float = 20.0  # ... or after this many seconds of samples, whichever comes first
     locked_interval: float = 1.0  # probe spacing while locked on a quiet path (s)
-    quiet_error: float = 100e-6  # paths whose typical estimator error is above this probe faster
+    min_locked_interval: float = 0.1  # ... and at most this often on the noisiest paths
+    quiet_error: float = 15e-6  # paths whose typical estimator error is above this probe faster
     reburst_error: float = 0.001  # error bound growth (s) that triggers a fresh burst
 
 
@@ -173,4 +174,4 @@ class DisciplinedClock:
         # Noisy paths need more exchanges for a quiet sample per direction: probe faster there.
         cfg = self.config
         scaled = cfg.locked_interval * cfg.quiet_error / max(self._typical_error, 1e-9)
-        return min(cfg.locked_interval, max(cfg.settle_interval, scaled))
+        return min(cfg.locked_interval, max(cfg.min_locked_interval, scaled))

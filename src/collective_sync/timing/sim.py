@@ -58,12 +58,6 @@ class Link:
     route_change_at: float | None = None  # true time at which ...
     route_change_add: float = 0.0  # ... both directions get this much slower
 
-    def one_way(self, d: Direction, t: float, rng: np.random.Generator) -> float | None:
-        delay = d.delay(rng)
-        if delay is not None and self.route_change_at is not None and t >= self.route_change_at:
-            delay += self.route_change_add
-        return delay
-
 
 @dataclass
 class Oscillator:
@@ -85,6 +79,41 @@ class Oscillator:
         k = min(int(t), len(self._freq_walk) - 2)
         extra = self._phase_walk[k] + self._freq_walk[k] * (t - k) if self.wander else 0.0
         return t + self.offset + self.skew * t + extra
+
+
+class PacketTrace:
+    """Pre-drawn per-packet delays (None = lost) for each direction, consumed in send order.
+
+    Drawing them up front lets two clock algorithms (ours, and a reference one in another
+    language) run over exactly the same network: the k-th packet each sends sees the same fate.
+    """
+
+    def __init__(self, link: Link, seed: int, n: int = 20_000):
+        rng = np.random.default_rng(seed)
+        self.link = link
+        self.up = [link.up.delay(rng) for _ in range(n)]
+        self.down = [link.down.delay(rng) for _ in range(n)]
+        self._i = {"up": 0, "down": 0}
+
+    def next(self, direction: str, t: float) -> float | None:
+        """The next packet's delay in `direction` if sent at true time `t` (route change applied)."""
+        i = self._i[direction]
+        self._i[direction] = i + 1
+        draws = self.up if direction == "up" else self.down
+        delay = draws[i % len(draws)]
+        link = self.link
+        if delay is not None and link.route_change_at is not None and t >= link.route_change_at:
+            delay += link.route_change_add
+        return delay
+
+    def to_json(self) -> dict[str, object]:
+        link = self.link
+        return {
+            "up": self.up,
+            "down": self.down,
+            "routeChangeAt": link.route_change_at,
+            "routeChangeAdd": link.route_change_add,
+        }
 
 
 @dataclass(frozen=True)
@@ -155,12 +184,12 @@ def simulate_clock(
     eval_dt: float = 0.01,
     processing: float = 20e-6,
     clock: DisciplinedClock | None = None,
+    trace: PacketTrace | None = None,
 ) -> ClockTrace:
     """Run one client's exchanges against the true server clock; sample the error on a grid."""
-    rng = np.random.default_rng(seed)
+    packets = trace or PacketTrace(scenario.link, seed)
     osc = Oscillator(scenario.offset, scenario.skew, scenario.wander, seed)
     dc = clock or DisciplinedClock(config)
-    link = scenario.link
     events: list[tuple[float, int, str, tuple[float, ...]]] = []  # (true time, tiebreak, kind, data)
     counter = 0
     heapq.heappush(events, (0.0, counter, "probe", ()))
@@ -188,11 +217,11 @@ def simulate_clock(
         if kind == "probe":
             probes += 1
             t0 = osc.local(te)
-            up = link.one_way(link.up, te, rng)
+            up = packets.next("up", te)
             if up is not None:
                 t1 = te + up
                 t2 = t1 + processing
-                down = link.one_way(link.down, t2, rng)
+                down = packets.next("down", t2)
                 if down is not None:
                     counter += 1
                     heapq.heappush(events, (t2 + down, counter, "reply", (t0, t1, t2)))
