@@ -39,8 +39,22 @@ def main(argv: list[str] | None = None) -> None:
         imp.add_argument(f"--loss-{side}", type=float, default=0.0, help=f"{side}link loss probability")
         imp.add_argument(f"--reorder-{side}", type=float, default=0.0, help=f"{side}link reorder share (UDP)")
     imp.add_argument("--seed", type=int, default=0)
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    clock = bench_sub.add_parser("clock", help="clock sync, PLL and playout in seeded network scenarios")
+    clock.add_argument("--seed", type=int, default=1)
+    clock.add_argument(
+        "--ircam-dir",
+        default="bench/ircam",
+        help="where @ircam/sync is installed (npm ci there) for the side-by-side run",
+    )
+    clock.add_argument("--plots", help="directory for PNG plots of error over time")
+    clock.add_argument("--json", help="also write the JSON report here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("picows").setLevel(logging.WARNING)  # it logs every connection at INFO
     if args.command == "serve":
@@ -58,6 +72,23 @@ def main(argv: list[str] | None = None) -> None:
         run(config)
     elif args.command == "impair":
         _impair(args)
+    elif args.command == "bench":
+        _bench_clock(args)
+
+
+def _bench_clock(args: argparse.Namespace) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    from .timing.bench import run, table
+
+    report = run(args.seed, Path(args.ircam_dir), Path(args.plots) if args.plots else None)
+    text = json.dumps(report, indent=2)
+    print(text)
+    print(table(report), file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
 
 
 def _impair(args: argparse.Namespace) -> None:

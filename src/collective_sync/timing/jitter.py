@@ -48,7 +48,8 @@ class JitterStats:
 
 @dataclass
 class AdaptiveDelayConfig:
-    target_late: float = 0.005  # share of arrivals allowed to be late
+    target_late: float = 0.001  # share of arrivals allowed to be late (per receiver; a session of
+    # N receivers is on time everywhere for about 1 - N x this of its updates)
     margin: float = 0.005  # added on top of the transit percentile (s)
     window: int = 1000  # transits remembered
     min_delay: float = 0.02
