@@ -108,6 +108,24 @@ async def test_clocks_agree_and_updates_apply_together(server) -> None:
         intended = at + 0.25
         assert all(abs(r.network - intended) < 0.005 for r in records)
 
+        # 3. A control message applies at its own `at` (no extra delay), together everywhere.
+        controls: list[asyncio.Future[Applied]] = []
+        for s in followers:
+            cfut: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+            controls.append(cfut)
+
+            def on_control(rec: Applied, fut: asyncio.Future[Applied] = cfut) -> None:
+                if rec.kind == "control" and not fut.done():
+                    fut.set_result(rec)
+
+            s.on_apply(on_control)
+        cat = leader.network_time() + 0.2
+        await session.control("polarity_flip", {}, at=cat)
+        crecords = [await asyncio.wait_for(f, 5) for f in controls]
+        cinstants = [clk.to_true(r.local) for clk, r in zip(clocks, crecords, strict=True)]
+        assert max(cinstants) - min(cinstants) < 0.005
+        assert all(abs(r.network - cat) < 0.005 for r in crecords)
+
         stop.set()
         await watcher
         for series in readings:

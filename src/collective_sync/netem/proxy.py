@@ -108,6 +108,7 @@ class ImpairProxy:
             def __init__(self) -> None:
                 self.transport: asyncio.DatagramTransport | None = None
                 self.peers: dict[tuple, asyncio.DatagramTransport] = {}
+                self.opening: dict[tuple, list[bytes]] = {}
                 self.up = ImpairmentModel(proxy.up, seed=proxy.seed * 1000 + 998)
                 self.down = ImpairmentModel(proxy.down, seed=proxy.seed * 1000 + 999)
 
@@ -121,14 +122,17 @@ class ImpairProxy:
 
             def _to_target(self, data: bytes, addr: tuple) -> None:
                 back = self.peers.get(addr)
-                if back is None:
-                    task = asyncio.ensure_future(self._open(addr, data))
+                if back is not None:
+                    back.sendto(data)
+                elif addr in self.opening:
+                    self.opening[addr].append(data)  # upstream socket still being opened
+                else:
+                    self.opening[addr] = [data]
+                    task = asyncio.ensure_future(self._open(addr))
                     proxy._tasks.add(task)
                     task.add_done_callback(proxy._tasks.discard)
-                else:
-                    back.sendto(data)
 
-            async def _open(self, addr: tuple, first: bytes) -> None:
+            async def _open(self, addr: tuple) -> None:
                 front = self
 
                 class Back(asyncio.DatagramProtocol):
@@ -141,7 +145,8 @@ class ImpairProxy:
                     Back, remote_addr=(proxy.target_host, proxy.target_port)
                 )
                 self.peers[addr] = transport
-                transport.sendto(first)
+                for data in self.opening.pop(addr, []):
+                    transport.sendto(data)
 
         self._udp, _ = await loop.create_datagram_endpoint(
             Front, local_addr=(self.listen_host, self.listen_port)
