@@ -12,7 +12,6 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -42,22 +41,8 @@ from .signal import Changed
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
-class TimeSample:
-    """One four-timestamp exchange: t0/t3 on the client clock, t1/t2 on the server clock."""
-
-    t0: float
-    t1: float
-    t2: float
-    t3: float
-
-    @property
-    def offset(self) -> float:
-        return ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2
-
-    @property
-    def rtt(self) -> float:
-        return (self.t3 - self.t0) - (self.t2 - self.t1)
+# One four-timestamp exchange (t0/t3 local, t1/t2 server), with `offset` and `delay`.
+TimeSample = Sample
 
 
 class _Listener(WSListener):
@@ -182,17 +167,17 @@ class Client:
         finally:
             self._time_pending.pop(t0, None)
         self.time_samples.append(sample)
-        self.network.add_sample(Sample(sample.t0, sample.t1, sample.t2, sample.t3))
+        self.network.add_sample(sample)
         return sample
 
     async def sync_time(self, samples: int = 8) -> TimeSample:
-        """Take `samples` exchanges; returns the one with the smallest round trip."""
+        """Take `samples` exchanges; returns the one with the smallest delay (round trip)."""
         for _ in range(samples):
             await self.time_exchange()
         return self.best_sample()
 
     def best_sample(self) -> TimeSample:
-        return min(self.time_samples, key=lambda s: s.rtt)
+        return min(self.time_samples, key=lambda s: s.delay)
 
     def network_time(self, local: float | None = None) -> float:
         """Network (server) time now, or at local clock reading `local`: smooth and monotonic
