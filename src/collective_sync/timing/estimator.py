@@ -69,7 +69,8 @@ class EstimatorConfig:
     min_skew_span: float = 0.5  # seconds of baseline before any slope is fitted
     skew_bins: int = 16  # time bins for the envelope regression
     skew_prior: float = 200e-6  # spread of real oscillators' rate error (crystals: ±200 ppm)
-    horizons: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0)  # envelope look-backs (s)
+    min_horizon: float = 1.0  # the envelopes always look back at least this far (s)
+    drift_budget: float = 50e-6  # ... and further while skew uncertainty x age stays below this (s)
 
 
 class ClockEstimator:
@@ -126,21 +127,18 @@ class ClockEstimator:
         # few horizons and keep the one with the smallest estimated error.
         drift = skew * (t - now_local)
         up_d, down_d = up - drift, down - drift
-        best: tuple[float, float, float, int] | None = None
-        for horizon in cfg.horizons:
-            use = np.flatnonzero(t >= now_local - horizon)
-            if best is not None and use.size < 2:
-                continue
-            u, d = up_d[use], down_d[use]
-            i_up, i_down = np.argsort(u)[:2], np.argsort(-d)[:2]
-            lo, hi = u[i_up[0]], d[i_down[0]]
-            gaps = (u[i_up[-1]] - lo) + (hi - d[i_down[-1]]) if use.size > 1 else lo - hi
-            age = now_local - min(t[use][i_up[0]], t[use][i_down[0]])
-            err = float(gaps / 2 + skew_se * age + 1e-6)
-            if best is None or err < best[0]:
-                best = (err, float((lo + hi) / 2), float(lo - hi), int(use.size))
-            if horizon >= t[-1] - t[0]:
-                break
+        # Queueing only ever adds delay, so a longer look-back can only sharpen the envelopes; what
+        # limits it is the drift left unmodelled (skew uncertainty x age). Look back as far as that
+        # stays within the drift budget. (A short window full of uniformly delayed samples looks
+        # precise but is biased: never prefer it for its small spread.)
+        horizon = min(cfg.max_span, max(cfg.min_horizon, cfg.drift_budget / max(skew_se, 1e-12)))
+        use = np.flatnonzero(t >= now_local - horizon)
+        u, d = up_d[use], down_d[use]
+        i_up, i_down = np.argsort(u)[:2], np.argsort(-d)[:2]
+        lo, hi = u[i_up[0]], d[i_down[0]]
+        gaps = (u[i_up[-1]] - lo) + (hi - d[i_down[-1]]) if use.size > 1 else lo - hi
+        age = now_local - min(t[use][i_up[0]], t[use][i_down[0]])
+        best = (float(gaps / 2 + skew_se * age + 1e-6), float((lo + hi) / 2), float(lo - hi), int(use.size))
         assert best is not None
         error, offset, delay, used = best
         return Estimate(now_local, offset, skew, delay, error, used, skew_se)

@@ -41,14 +41,30 @@ def bounded_pareto_jitter(mean: float, cap: float, shape: float = 1.5) -> Jitter
 
 @dataclass
 class Direction:
+    """One direction of a link. Bursts follow a two-state (Gilbert-Elliott) model: a packet
+    enters a burst with probability `burst_start`, a burst lasts `burst_length` packets on
+    average, and inside it packets get `burst_delay` more and are lost with `burst_loss`."""
+
     base: float
     jitter: Jitter = no_jitter
     loss: float = 0.0
+    burst_start: float = 0.0
+    burst_length: float = 10.0
+    burst_delay: float = 0.0
+    burst_loss: float = 0.0
+    _in_burst: bool = field(default=False, repr=False)
 
     def delay(self, rng: np.random.Generator) -> float | None:
-        if self.loss and rng.random() < self.loss:
+        if self.burst_start:
+            if self._in_burst:
+                self._in_burst = rng.random() >= 1.0 / self.burst_length
+            else:
+                self._in_burst = rng.random() < self.burst_start
+        loss = self.burst_loss if self._in_burst else self.loss
+        if loss and rng.random() < loss:
             return None
-        return self.base + self.jitter(rng)
+        extra = self.burst_delay if self._in_burst else 0.0
+        return self.base + self.jitter(rng) + extra
 
 
 @dataclass
