@@ -8,6 +8,7 @@ keeps the client's share of round-trip jitter small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque
@@ -85,11 +86,18 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, url: str, *, clock: Clock = time.time, timeout: float = 10.0, discipline: bool = True
+        cls,
+        url: str,
+        *,
+        clock: Clock = time.time,
+        timeout: float = 10.0,
+        discipline: bool = True,
+        lock_timeout: float = 3.0,
     ) -> Client:
         """Open the connection and wait for `welcome`. With `discipline` (the default) a
         background task keeps exchanging time with the server (a burst now, then adaptively)
-        and `connect` returns once the network clock has locked."""
+        and `connect` waits up to `lock_timeout` for the network clock to lock; on a path too
+        noisy for that it returns anyway (`client.network.locked` tells, and it keeps trying)."""
         self = cls(clock, timeout)
         loop = asyncio.get_running_loop()
         self._welcome = loop.create_future()
@@ -99,7 +107,8 @@ class Client:
             self.welcome = await self._welcome
         if discipline:
             self._probe_task = loop.create_task(self._probe_loop())
-            await self.wait_for(lambda c: c.network.locked, timeout)
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for(lambda c: c.network.locked, lock_timeout)
         return self
 
     async def __aenter__(self) -> Client:
