@@ -122,9 +122,7 @@ class ClockEstimator:
         # One-way envelopes: t1 - t0 = offset + up delay, t2 - t3 = offset - down delay. Taking the
         # minimum of the first and the maximum of the second separately (after removing the drift)
         # needs one quiet sample per direction, not one quiet round trip: far more robust under
-        # heavy-tailed queueing than the best round trip alone. How far back to look trades the
-        # envelope's sharpness (more samples) against unmodelled drift (skew error x age): try a
-        # few horizons and keep the one with the smallest estimated error.
+        # heavy-tailed queueing than the best round trip alone.
         drift = skew * (t - now_local)
         up_d, down_d = up - drift, down - drift
         # Queueing only ever adds delay, so a longer look-back can only sharpen the envelopes; what
@@ -138,10 +136,8 @@ class ClockEstimator:
         lo, hi = u[i_up[0]], d[i_down[0]]
         gaps = (u[i_up[-1]] - lo) + (hi - d[i_down[-1]]) if use.size > 1 else lo - hi
         age = now_local - min(t[use][i_up[0]], t[use][i_down[0]])
-        best = (float(gaps / 2 + skew_se * age + 1e-6), float((lo + hi) / 2), float(lo - hi), int(use.size))
-        assert best is not None
-        error, offset, delay, used = best
-        return Estimate(now_local, offset, skew, delay, error, used, skew_se)
+        error = float(gaps / 2 + skew_se * age + 1e-6)
+        return Estimate(now_local, float((lo + hi) / 2), skew, float(lo - hi), error, int(use.size), skew_se)
 
     def _skew(self, t: np.ndarray, up: np.ndarray, down: np.ndarray) -> tuple[float, float]:
         """Rate difference from the one-way delay envelopes over time (after Moon, Skelly and
