@@ -173,3 +173,12 @@ async def test_resume_with_bad_token_fails(connect) -> None:
         await b.join(s.id, "Ben", resume="not-a-token")
     assert err.value.code == "resume_failed"
     assert list(s.participants) == [s.me]
+
+
+async def test_browser_sdk_modules_are_served(server) -> None:
+    status, body = await http_get(f"{server.http}/sdk/clock.js")
+    assert status == 200
+    assert "export class DisciplinedClock" in body
+    for bad in ("/sdk/../server/node.py", "/sdk/%2e%2e/cli.py", "/sdk/", "/sdk/missing.js"):
+        status, _ = await http_get(f"{server.http}{bad}")
+        assert status == 404, bad

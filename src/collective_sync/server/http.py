@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import make_registry
 from .node import Node
+from .static import StaticFiles
 
 JSON = "application/json"
 
@@ -38,6 +39,7 @@ class HttpApi:
     def __init__(self, node: Node):
         self.node = node
         self.registry = make_registry(node)
+        self.static = StaticFiles()
 
     def handle(self, path: str, query: str) -> HttpResponse:
         t1 = self.node.clock()
@@ -52,6 +54,9 @@ class HttpApi:
             return _json(200, {"sessions": self._public_sessions()})
         if path == "/api/time":
             return self._time(query, t1)
+        static = self.static.get(path)
+        if static is not None:
+            return HttpResponse(200, static[0], static[1])
         return _json(404, {"error": "not_found", "message": f"no resource at {path}"})
 
     def _public_sessions(self) -> list[_SessionInfo]:
