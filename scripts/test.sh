@@ -6,9 +6,15 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Browser tests drive Debian's Chromium through Playwright (no browser download); Node runs the JS tests.
+missing=()
+[ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"
-# The browser SDK's JavaScript (plain ES modules) is tested with Node's own runner.
-command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
+# The browser SDK's JavaScript (plain ES modules) is also tested with Node's own runner.
 node --test tests/js/

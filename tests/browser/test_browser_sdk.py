@@ -1,0 +1,65 @@
+"""The browser SDK (served at /sdk/) in real Chromium against the real server."""
+
+from __future__ import annotations
+
+import pytest
+from support import make_config
+
+from collective_sync.server.config import ServerConfig
+
+JOIN = """async ([url, sid, skew]) => {
+  const { Client, browserClock } = await import('/sdk/client.js');
+  const clock = () => browserClock() + skew;          // a clock that is `skew` seconds off
+  const c = await Client.connect(url, { clock });
+  const s = await c.join(sid, 'Browser');
+  window.c = c; window.s = s; window.events = [];
+  for (const kind of ['reconnecting', 'reconnected'])
+    c.addEventListener(kind, () => window.events.push(kind));
+  return { me: s.me, locked: c.network.locked, values: s.values };
+}"""
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    config = make_config()
+    config.session.grace_period = 10.0  # the page must come back within it
+    return config
+
+
+async def test_browser_client_joins_follows_and_reconnects(server, connect, browser) -> None:
+    leader = await connect()
+    session = await leader.create("Lea")
+    await session.set({"geometry.R": 1.5}, ack=True)
+    page = await browser.new_page()
+    await page.goto(f"{server.http}/healthz")  # same origin as the SDK modules
+
+    joined = await page.evaluate(JOIN, [server.url, session.id, 7.25])
+    assert joined["values"] == {"geometry.R": 1.5}  # snapshot on join
+    assert joined["locked"]
+    await session.wait_for(lambda s: joined["me"] in s.participants)
+
+    # Its network clock follows the server despite the 7.25 s error of its local clock.
+    before = server.server.node.clock()
+    net = await page.evaluate("() => c.networkTime()")
+    after = server.server.node.clock()
+    assert before - 0.01 < net < after + 0.01
+
+    # State from the leader arrives, and applies at at + D on the page's playout.
+    await session.set({"geometry.R": 3.5})
+    await page.wait_for_function("() => window.s.values['geometry.R'] === 3.5", timeout=5000)
+    await page.wait_for_function("() => window.s.applied['geometry.R'] === 3.5", timeout=5000)
+
+    # A follower's control is refused with a typed error.
+    code = await page.evaluate("() => s.control('polarity_flip', {}).then(() => 'sent', (e) => e.code)")
+    assert code == "not_leader"
+
+    # Drop the page's socket: it reconnects on its own, resumes the same participant, and gets the
+    # control message that was sent while it was away.
+    await page.evaluate("() => c.ws.close(4000, 'test drop')")
+    await session.wait_for(lambda s: not s.participants[joined["me"]].connected)
+    seq = await session.control("while_away", {"n": 1})
+    await page.wait_for_function("() => window.events.includes('reconnected')", timeout=10000)
+    await page.wait_for_function(
+        f"() => window.s.seq === {seq} && window.s.me === '{joined['me']}'", timeout=5000
+    )
+    await session.wait_for(lambda s: s.participants[joined["me"]].connected)
