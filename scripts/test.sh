@@ -15,6 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy src/collective_sync
 .venv/bin/python -m pytest "$@"
 # The browser SDK's JavaScript (plain ES modules) is also tested with Node's own runner.
 node --test tests/js/

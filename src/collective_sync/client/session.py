@@ -121,7 +121,7 @@ class Session:
     async def control(self, event: str, payload: Any = None, at: float | None = None) -> int:
         """Send a leader control message; returns its session sequence number."""
         ack = await self.client.request(Control(session=self.id, event=event, payload=payload, at=at))
-        return ack.seq  # type: ignore[union-attr,return-value]
+        return ack.seq
 
     async def polarity_sync(self, payload: PolaritySync | Mapping[str, Any], at: float | None = None) -> int:
         body = msgspec.to_builtins(payload) if isinstance(payload, PolaritySync) else dict(payload)

@@ -12,9 +12,9 @@ import itertools
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,7 +23,6 @@ from ..protocol.codec import DecodeFailure, decode_client, encode, join_frame
 from ..protocol.errors import CloseCode, ErrorCode
 from ..protocol.messages import (
     Ack,
-    ClientMessage,
     Control,
     Create,
     Error,
@@ -117,7 +116,7 @@ class Node:
         self._limits = Limits(
             config.max_message_bytes, config.rate_per_second, config.burst, config.max_sessions_per_connection
         )
-        self._handlers: dict[type, Callable[[Connection, ClientMessage, float], None]] = {
+        self._handlers: dict[type, Callable[[Connection, Any, float], None]] = {
             Create: self._create,
             Join: self._join,
             Leave: self._leave,
@@ -125,7 +124,7 @@ class Node:
             Handover: self._handover,
             Control: self._control,
             StateSet: self._state_set,
-        }  # type: ignore[dict-item]
+        }
 
     # --- transport events ------------------------------------------------------------------
 
@@ -393,7 +392,7 @@ class Node:
             return
         if item.to is not None:
             conn = members.get(item.to)
-            targets = [conn] if conn is not None else []
+            targets: Iterable[Connection] = [conn] if conn is not None else []
         else:
             skip = item.exclude
             targets = [c for pid, c in members.items() if pid != skip] if skip else members.values()

@@ -150,12 +150,13 @@ def simulate_playout(
     spreads, added = [], []
     for k, s in enumerate(sends):
         at = s + float(np.interp(s, leader.t, leader.error))
-        if up[k] is None:
+        uplink = up[k]
+        if uplink is None:
             continue  # lost on the way to the server (TCP would retransmit: counts as no update)
         applied = []
         for tr, jb in zip(rx, buffers, strict=True):
             down = sc.link.down.delay(rng)
-            arrival = s + up[k] + (down if down is not None else sc.link.down.base + 0.2)  # loss: RTO
+            arrival = s + uplink + (down if down is not None else sc.link.down.base + 0.2)  # loss: RTO
             arr_net = arrival + float(np.interp(arrival, tr.t, tr.error))
             due = at + delay
             if jb.push(Item(at, "leader", k, ("geometry.R",)), arr_net):
