@@ -63,3 +63,34 @@ async def test_browser_client_joins_follows_and_reconnects(server, connect, brow
         f"() => window.s.seq === {seq} && window.s.me === '{joined['me']}'", timeout=5000
     )
     await session.wait_for(lambda s: s.participants[joined["me"]].connected)
+
+
+AUDIO = """async () => {
+  const { AudioClock } = await import('/sdk/audio-clock.js');
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const osc = new OscillatorNode(ctx);
+  osc.connect(ctx.destination);
+  osc.start();
+  const clock = new AudioClock(ctx, { network: { toLocal: (t) => t } });
+  clock.start(50);
+  window.audioClock = clock; window.ctx = ctx;
+}"""
+
+
+async def test_network_time_maps_onto_the_audio_context_clock(server, browser) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{server.http}/healthz")
+    await page.evaluate(AUDIO)
+    await page.wait_for_function("() => window.audioClock.fit.pairs.length >= 20", timeout=10000)
+    r = await page.evaluate("""() => {
+      const local = (performance.timeOrigin + performance.now()) / 1000;
+      return { mapped: audioClock.contextTimeAtLocal(local), current: ctx.currentTime,
+               latency: ctx.outputLatency + ctx.baseLatency, drift: audioClock.driftPpm,
+               residual: audioClock.fit.residual };
+    }""")
+    assert abs(r["drift"]) < 2000  # audio and system crystals agree to a fraction of a percent
+    assert r["residual"] < 0.002
+    assert r["latency"] > 0.02  # what the mapping has to account for, here
+    # The sample heard now was rendered `latency` ago: the map lands there, not on currentTime.
+    assert abs(r["mapped"] - (r["current"] - r["latency"])) < r["latency"] / 2

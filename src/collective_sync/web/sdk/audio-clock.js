@@ -1,0 +1,84 @@
+// Network time -> AudioContext time, so engine changes are scheduled sample-accurately with
+// AudioParam automation instead of timers.
+//
+// AudioContext.getOutputTimestamp() pairs the context time of the sample now leaving the
+// speakers with the performance clock. Audio hardware runs on its own crystal, so the two drift
+// apart; a least-squares line through recent pairs (as audio schedulers do) maps the page's
+// local clock onto context time, latency included. Network time reaches the local clock through
+// the disciplined network clock: contextTime(T) = fit(network.toLocal(T)).
+
+/** Least-squares line y = a + b·x through recent (x, y) pairs, centred for precision. */
+export class LineFit {
+  constructor(size = 64) {
+    this.size = size;
+    /** @type {Array<[number, number]>} */ this.pairs = [];
+  }
+
+  add(x, y) {
+    this.pairs.push([x, y]);
+    if (this.pairs.length > this.size) this.pairs.shift();
+  }
+
+  /** @returns {{x0: number, y0: number, slope: number}} */
+  get line() {
+    const n = this.pairs.length;
+    if (!n) return { x0: 0, y0: 0, slope: 1 };
+    const x0 = this.pairs.reduce((s, p) => s + p[0], 0) / n;
+    const y0 = this.pairs.reduce((s, p) => s + p[1], 0) / n;
+    let sxx = 0, sxy = 0;
+    for (const [x, y] of this.pairs) { sxx += (x - x0) ** 2; sxy += (x - x0) * (y - y0); }
+    return { x0, y0, slope: n > 1 && sxx > 0 ? sxy / sxx : 1 };
+  }
+
+  at(x) {
+    const { x0, y0, slope } = this.line;
+    return y0 + slope * (x - x0);
+  }
+
+  /** Root-mean-square residual of the pairs about the line. */
+  get residual() {
+    const n = this.pairs.length;
+    if (n < 3) return Infinity;
+    return Math.sqrt(this.pairs.reduce((s, [x, y]) => s + (y - this.at(x)) ** 2, 0) / n);
+  }
+}
+
+export class AudioClock {
+  /**
+   * @param {BaseAudioContext & {getOutputTimestamp?: () => {contextTime: number, performanceTime: number}}} ctx
+   * @param {{network: {toLocal: (t: number) => number}}} client a Client (its disciplined clock)
+   * @param {(performanceMs: number) => number} perfToLocal the client's local clock at a
+   *   performance.now() reading (the default client clock: (timeOrigin + ms) / 1000)
+   */
+  constructor(ctx, client, perfToLocal = (ms) => (performance.timeOrigin + ms) / 1000) {
+    this.ctx = ctx;
+    this.client = client;
+    this.perfToLocal = perfToLocal;
+    this.fit = new LineFit();
+    this.timer = null;
+  }
+
+  /** Take one (local, context) pair; call regularly (start() does, every 100 ms). */
+  sample() {
+    const ts = this.ctx.getOutputTimestamp?.();
+    if (!ts || !ts.performanceTime || ts.contextTime <= 0) return false; // not running yet
+    this.fit.add(this.perfToLocal(ts.performanceTime), ts.contextTime);
+    return true;
+  }
+
+  start(intervalMs = 100) {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+
+  stop() { clearInterval(this.timer); }
+
+  /** Context time at which something scheduled is heard at local time `local`. */
+  contextTimeAtLocal(local) { return this.fit.at(local); }
+
+  /** Context time at which a change due at network time `t` must be scheduled. */
+  contextTimeAt(t) { return this.fit.at(this.client.network.toLocal(t)); }
+
+  /** Audio clock rate relative to the local clock, in ppm (hardware crystal drift). */
+  get driftPpm() { return (this.fit.line.slope - 1) * 1e6; }
+}
