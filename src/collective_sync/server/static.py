@@ -23,7 +23,7 @@ class StaticFiles:
         """`mounts` maps a URL prefix to a folder inside `package`, e.g. {"/sdk/": "sdk"}."""
         self.files: dict[str, tuple[str, bytes]] = {}
         root = resources.files(package)
-        for prefix, folder in (mounts or {"/sdk/": "sdk"}).items():
+        for prefix, folder in (mounts or {"/sdk/": "sdk", "/gaa/": "gaa"}).items():
             base = root.joinpath(folder)
             if not base.is_dir():
                 continue
