@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from support import make_config
 
+from collective_sync.engine.gaa import Engine, vectors
 from collective_sync.server.config import ServerConfig
 
 JOIN = """async ([url, sid, skew]) => {
@@ -94,3 +96,32 @@ async def test_network_time_maps_onto_the_audio_context_clock(server, browser) -
     assert r["latency"] > 0.02  # what the mapping has to account for, here
     # The sample heard now was rendered `latency` ago: the map lands there, not on currentTime.
     assert abs(r["mapped"] - (r["current"] - r["latency"])) < r["latency"] / 2
+
+
+OFFLINE = """async ([timeline, t0, seconds, sr]) => {
+  const ctx = new OfflineAudioContext(1, Math.round(seconds * sr), sr);
+  await ctx.audioWorklet.addModule('/gaa/worklet.js');
+  const node = new AudioWorkletNode(ctx, 'gaa-engine', {
+    numberOfOutputs: 1, outputChannelCount: [1],
+    processorOptions: { timeline, clock: { ctx: 0, net: t0, rate: 1 } },
+  });
+  node.connect(ctx.destination);
+  const buffer = await ctx.startRendering();
+  return Array.from(buffer.getChannelData(0));
+}"""
+
+
+async def test_web_audio_render_matches_the_python_reference(server, browser) -> None:
+    v = vectors()
+    page = await browser.new_page()
+    await page.goto(f"{server.http}/healthz")
+    t0 = v["timeline"][1]["at"] - 0.05  # across a base-frequency change and its ramp
+    sr, seconds = 48000, 0.5
+    rendered = np.array(await page.evaluate(OFFLINE, [v["timeline"], t0, seconds, sr]))
+    ref = Engine()
+    for step in v["timeline"]:
+        ref.apply(step["changes"], step["at"])
+    expected = ref.render(t0, rendered.size, sr)
+    assert np.abs(expected).max() > 0.01  # there is sound to compare
+    # Float32 output: within 1e-6 (-112 dB re full scale) of the double-precision reference.
+    assert np.abs(rendered - expected).max() < 1e-6
