@@ -61,7 +61,7 @@ class Estimate:
 
 @dataclass
 class EstimatorConfig:
-    window: int = 512  # samples kept (bounded by max_span too)
+    window: int = 2048  # samples kept: enough that max_span, not this, bounds the fastest probing
     route_change_run: int = 6  # consecutive samples this far above the minimum → new path
     route_change_factor: float = 4.0  # "far above": delay > min + factor·(typical spread) + ...
     route_change_min: float = 0.002  # ... at least this much (s)
@@ -126,26 +126,44 @@ class ClockEstimator:
         drift = skew * (t - now_local)
         up_d, down_d = up - drift, down - drift
         # Queueing only ever adds delay, so a longer look-back can only sharpen the envelopes; what
-        # limits it is the drift left unmodelled (skew uncertainty x age). Look back as far as that
-        # stays within the drift budget. (A short window full of uniformly delayed samples looks
-        # precise but is biased: never prefer it for its small spread.)
+        # limits it is the drift left unmodelled (skew uncertainty x age). Look back at least as
+        # far as that stays within the drift budget. (A short window full of uniformly delayed
+        # samples looks precise but is biased: never prefer it for its small spread.) On heavy-
+        # tailed paths the envelopes of that look-back can still be far noisier than the budget:
+        # keep doubling it while the error bound falls, i.e. while the sharper envelopes gain more
+        # than the added drift uncertainty costs.
         horizon = min(cfg.max_span, max(cfg.min_horizon, cfg.drift_budget / max(skew_se, 1e-12)))
+        lo, hi, error, used = self._envelopes(t, up_d, down_d, now_local, horizon, skew_se)
+        while horizon < cfg.max_span and used < n:
+            horizon = min(cfg.max_span, 2 * horizon)
+            cand = self._envelopes(t, up_d, down_d, now_local, horizon, skew_se)
+            if cand[2] >= error:
+                break
+            lo, hi, error, used = cand
+        return Estimate(now_local, (lo + hi) / 2, skew, lo - hi, error, used, skew_se)
+
+    @staticmethod
+    def _envelopes(
+        t: np.ndarray, up_d: np.ndarray, down_d: np.ndarray, now_local: float, horizon: float, skew_se: float
+    ) -> tuple[float, float, float, int]:
+        """(up envelope, down envelope, error bound, samples used) over the last `horizon` s."""
         use = np.flatnonzero(t >= now_local - horizon)
         u, d = up_d[use], down_d[use]
-        i_up, i_down = np.argsort(u)[:2], np.argsort(-d)[:2]
+        i_up, i_down = np.argsort(u, kind="stable")[:2], np.argsort(-d, kind="stable")[:2]
         lo, hi = u[i_up[0]], d[i_down[0]]
         gaps = (u[i_up[-1]] - lo) + (hi - d[i_down[-1]]) if use.size > 1 else lo - hi
         age = now_local - min(t[use][i_up[0]], t[use][i_down[0]])
-        error = float(gaps / 2 + skew_se * age + 1e-6)
-        return Estimate(now_local, float((lo + hi) / 2), skew, float(lo - hi), error, int(use.size), skew_se)
+        return float(lo), float(hi), float(gaps / 2 + skew_se * age + 1e-6), int(use.size)
 
     def _skew(self, t: np.ndarray, up: np.ndarray, down: np.ndarray) -> tuple[float, float]:
         """Rate difference from the one-way delay envelopes over time (after Moon, Skelly and
         Towsley's skew estimation): per time bin, the fastest up-trip and the fastest down-trip
-        lie closest to the true offset line, so a common slope fitted through those bin extremes
-        ignores queueing. The slope is shrunk toward zero by its standard error against the
-        prior spread of real oscillators, so a short or noisy baseline yields a cautious slope.
-        Returns (skew, remaining uncertainty)."""
+        lie closest to the true offset line, so a slope fitted through their midpoints ignores
+        queueing. Fitting the midpoints (rather than each envelope with its own intercept) makes
+        a symmetric route change inside the window invisible to the slope: it moves the two
+        envelopes by opposite amounts. The slope is shrunk toward zero by its standard error
+        against the prior spread of real oscillators, so a short or noisy baseline yields a
+        cautious slope. Returns (skew, remaining uncertainty)."""
         cfg = self.config
         prior = cfg.skew_prior
         n = len(t)
@@ -156,29 +174,25 @@ class ClockEstimator:
         idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
         pts_t: list[float] = []
         pts_y: list[float] = []
-        group: list[int] = []
         for b in range(bins):
             m = np.flatnonzero(idx == b)
             if not m.size:
                 continue
             i, j = m[np.argmin(up[m])], m[np.argmax(down[m])]
-            pts_t += [t[i], t[j]]
-            pts_y += [up[i], down[j]]
-            group += [0, 1]
-        tt, yy, g = np.array(pts_t), np.array(pts_y), np.array(group)
-        if len(tt) < 6:
+            # up[i] = a_up + skew*t[i] + queueing, down[j] = a_down + skew*t[j] - queueing, so their
+            # midpoint is (a_up + a_down)/2 + skew*(t[i] + t[j])/2 + noise: exactly linear. A
+            # symmetric route change moves a_up and a_down by opposite amounts, not the midpoint.
+            pts_t.append((t[i] + t[j]) / 2)
+            pts_y.append((up[i] + down[j]) / 2)
+        tt, yy = np.array(pts_t), np.array(pts_y)
+        if len(tt) < 3:
             return 0.0, prior
-        # Common slope, separate intercepts for the two envelopes: centre each group on its own.
-        tc, yc = tt.copy(), yy.copy()
-        for k in (0, 1):
-            sel = g == k
-            tc[sel] -= tt[sel].mean()
-            yc[sel] -= yy[sel].mean()
+        tc, yc = tt - tt.mean(), yy - yy.mean()
         var = float((tc**2).sum())
         if var <= 0:
             return 0.0, prior
         slope = float((tc * yc).sum() / var)
         resid = yc - slope * tc
-        se2 = float((resid**2).sum() / max(len(tt) - 3, 1) / var)
+        se2 = float((resid**2).sum() / max(len(tt) - 2, 1) / var)
         shrink = prior**2 / (prior**2 + se2)
         return slope * shrink, float(np.sqrt(shrink * se2))

@@ -136,10 +136,11 @@ class DisciplinedClock:
         if dt > 0:
             # Integral path (type II): frequency integrates the phase error.
             self.freq += err * dt / cfg.freq_time_constant**2
-        if est.skew_error < cfg.fll_max_skew_error:
-            # Frequency-locked assist, as in NTP's hybrid loop: the regression slope over a long
-            # baseline is a direct, low-noise measurement of the drift the integrator chases.
-            self.freq += cfg.fll_gain * (est.skew - self.freq)
+        # Frequency-locked assist, as in NTP's hybrid loop: the regression slope over a long
+        # baseline is a direct, low-noise measurement of the drift the integrator chases. Its
+        # weight falls with its uncertainty (inverse variance) beyond fll_max_skew_error.
+        trust = min(1.0, (cfg.fll_max_skew_error / max(est.skew_error, 1e-12)) ** 2)
+        self.freq += cfg.fll_gain * trust * (est.skew - self.freq)
         self.freq = max(-cfg.max_freq, min(cfg.max_freq, self.freq))
         self._rebase(now, current)
         # Phase time constant grows with the path's noise: quiet paths track tightly, noisy ones

@@ -48,6 +48,25 @@ def test_skew_is_estimated_in_ppm() -> None:
     assert e.skew_ppm == pytest.approx(120, abs=2)
 
 
+def test_skew_survives_a_symmetric_route_change() -> None:
+    """+40 ms both ways halfway through the window moves the two envelopes by opposite amounts:
+    their midpoint, and so the fitted slope, does not see it."""
+    rng = np.random.default_rng(5)
+    offset, skew = 1.0, 120e-6
+    local = lambda x: x - offset - skew * x  # noqa: E731
+    est = ClockEstimator()
+    for k in range(400):
+        t = 0.25 * k
+        extra = 0.04 if k >= 200 else 0.0
+        up = 0.06 + extra + 0.04 * float(rng.pareto(2.0))
+        down = 0.06 + extra + 0.04 * float(rng.pareto(2.0))
+        e = est.add(Sample(local(t), t + up, t + up + 1e-5, local(t + up + 1e-5 + down)))
+    assert e is not None
+    assert e.skew_ppm == pytest.approx(120, abs=5)
+    assert e.skew_error < 5e-6
+    assert abs(e.offset_at(local(100.0)) - (100.0 - local(100.0))) < 0.001
+
+
 def test_impossible_samples_are_rejected() -> None:
     est = ClockEstimator()
     est.add(Sample(10.0, 5.0, 5.1, 10.05))  # server held it longer than the round trip
@@ -55,7 +74,7 @@ def test_impossible_samples_are_rejected() -> None:
     assert est.last is None
 
 
-@pytest.mark.parametrize(("name", "p99_us"), [("lan", 50), ("wifi", 500), ("mobile", 2000)])
+@pytest.mark.parametrize(("name", "p99_us"), [("lan", 50), ("wifi", 500), ("mobile", 1000)])
 def test_error_after_lock(name: str, p99_us: float) -> None:
     trace = simulate_clock(scenarios()[name], seed=1)
     err = after_lock(trace)

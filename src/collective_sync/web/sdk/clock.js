@@ -83,7 +83,9 @@ export class DisciplinedClock {
     this.lastError = Math.abs(err);
     const dt = now - (this.lastUpdate ?? now);
     if (dt > 0) this.freq += (err * dt) / cfg.freqTimeConstant ** 2;
-    if (est.skewError < cfg.fllMaxSkewError) this.freq += cfg.fllGain * (est.skew - this.freq);
+    // FLL assist weighted by the skew's inverse variance beyond fllMaxSkewError.
+    const trust = Math.min(1, (cfg.fllMaxSkewError / Math.max(est.skewError, 1e-12)) ** 2);
+    this.freq += cfg.fllGain * trust * (est.skew - this.freq);
     this.freq = Math.max(-cfg.maxFreq, Math.min(cfg.maxFreq, this.freq));
     this.rebase(now, current);
     const noise = this.typicalError / cfg.quietError;

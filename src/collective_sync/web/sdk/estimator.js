@@ -2,7 +2,9 @@
 // A port of collective_sync/timing/estimator.py: same algorithm, same constants, checked against
 // vectors the Python simulator writes (tests/vectors/timing.json). See that module for the why:
 // per-direction delay envelopes after removing drift; skew from binned envelope regression shrunk
-// by its standard error against a ±200 ppm prior; look-back bounded by a drift budget.
+// by its standard error against a ±200 ppm prior (fitted through per-bin envelope midpoints, so a
+// symmetric route change does not tilt it); look-back at least the drift budget's, doubled while
+// that lowers the error bound.
 
 /** @typedef {{t0: number, t1: number, t2: number, t3: number}} Sample */
 /**
@@ -13,7 +15,7 @@
  */
 
 export const ESTIMATOR_DEFAULTS = Object.freeze({
-  window: 512, routeChangeRun: 6, routeChangeFactor: 4.0, routeChangeMin: 0.002, maxSpan: 120.0,
+  window: 2048, routeChangeRun: 6, routeChangeFactor: 4.0, routeChangeMin: 0.002, maxSpan: 120.0,
   minSkewSpan: 0.5, skewBins: 16, skewPrior: 200e-6, minHorizon: 1.0, driftBudget: 50e-6,
 });
 
@@ -38,6 +40,19 @@ function twoSmallest(xs) {
     if (a < 0 || xs[i] < xs[a]) { b = a; a = i; } else if (b < 0 || xs[i] < xs[b]) { b = i; }
   }
   return b < 0 ? [a] : [a, b];
+}
+
+/** Up and down envelopes (drift removed), error bound and samples used over the last `horizon` s. */
+function envelopes(t, upD, downD, now, horizon, skewError) {
+  const use = [];
+  for (let i = 0; i < t.length; i++) if (t[i] >= now - horizon) use.push(i);
+  const u = use.map((i) => upD[i]);
+  const d = use.map((i) => -downD[i]); // negated: "two largest" via twoSmallest
+  const iu = twoSmallest(u), id = twoSmallest(d);
+  const lo = u[iu[0]], hi = -d[id[0]];
+  const gaps = use.length > 1 ? (u[iu[iu.length - 1]] - lo) + (hi + d[id[id.length - 1]]) : lo - hi;
+  const age = now - Math.min(t[use[iu[0]]], t[use[id[0]]]);
+  return { lo, hi, error: gaps / 2 + skewError * age + 1e-6, used: use.length };
 }
 
 export class ClockEstimator {
@@ -88,22 +103,21 @@ export class ClockEstimator {
     const up = this.samples.map((s) => s.t1 - s.t0);
     const down = this.samples.map((s) => s.t2 - s.t3);
     const [skew, skewError] = this.skew(t, up, down);
-    const horizon = Math.min(cfg.maxSpan, Math.max(cfg.minHorizon, cfg.driftBudget / Math.max(skewError, 1e-12)));
-    const use = [];
-    for (let i = 0; i < n; i++) if (t[i] >= now - horizon) use.push(i);
-    const u = use.map((i) => up[i] - skew * (t[i] - now));
-    const d = use.map((i) => -(down[i] - skew * (t[i] - now))); // negated: "two largest" via twoSmallest
-    const iu = twoSmallest(u), id = twoSmallest(d);
-    const lo = u[iu[0]], hi = -d[id[0]];
-    const gaps = use.length > 1 ? (u[iu[iu.length - 1]] - lo) + (hi + d[id[id.length - 1]]) : lo - hi;
-    const age = now - Math.min(t[use[iu[0]]], t[use[id[0]]]);
-    return {
-      atLocal: now, offset: (lo + hi) / 2, skew, delay: lo - hi,
-      error: gaps / 2 + skewError * age + 1e-6, samples: use.length, skewError,
-    };
+    const upD = up.map((x, i) => x - skew * (t[i] - now));
+    const downD = down.map((x, i) => x - skew * (t[i] - now));
+    let horizon = Math.min(cfg.maxSpan, Math.max(cfg.minHorizon, cfg.driftBudget / Math.max(skewError, 1e-12)));
+    let best = envelopes(t, upD, downD, now, horizon, skewError);
+    while (horizon < cfg.maxSpan && best.used < n) {
+      horizon = Math.min(cfg.maxSpan, 2 * horizon);
+      const cand = envelopes(t, upD, downD, now, horizon, skewError);
+      if (cand.error >= best.error) break;
+      best = cand;
+    }
+    const { lo, hi, error, used } = best;
+    return { atLocal: now, offset: (lo + hi) / 2, skew, delay: lo - hi, error, samples: used, skewError };
   }
 
-  /** Common slope through per-bin envelope extremes, shrunk by its standard error. */
+  /** Slope through the per-bin envelope extremes' midpoints, shrunk by its standard error. */
   skew(t, up, down) {
     const cfg = this.config;
     const prior = cfg.skewPrior;
@@ -119,7 +133,7 @@ export class ClockEstimator {
       while (c < edges.length && edges[c] <= x) c++; // searchsorted(..., side="right")
       return Math.min(Math.max(c - 1, 0), bins - 1);
     });
-    const ptsT = [], ptsY = [], group = [];
+    const ptsT = [], ptsY = [];
     for (let b = 0; b < bins; b++) {
       let i = -1, j = -1;
       for (let k = 0; k < n; k++) {
@@ -128,20 +142,16 @@ export class ClockEstimator {
         if (j < 0 || down[k] > down[j]) j = k;
       }
       if (i < 0) continue;
-      ptsT.push(t[i], t[j]); ptsY.push(up[i], down[j]); group.push(0, 1);
+      ptsT.push((t[i] + t[j]) / 2); ptsY.push((up[i] + down[j]) / 2); // exactly linear in skew
     }
-    if (ptsT.length < 6) return [0, prior];
-    const tc = [...ptsT], yc = [...ptsY];
-    for (const g of [0, 1]) {
-      const sel = group.map((x, k) => (x === g ? k : -1)).filter((k) => k >= 0);
-      const mt = mean(sel.map((k) => ptsT[k])), my = mean(sel.map((k) => ptsY[k]));
-      for (const k of sel) { tc[k] -= mt; yc[k] -= my; }
-    }
+    if (ptsT.length < 3) return [0, prior];
+    const mt = mean(ptsT), my = mean(ptsY);
+    const tc = ptsT.map((x) => x - mt), yc = ptsY.map((y) => y - my);
     const v = tc.reduce((a, x) => a + x * x, 0);
     if (v <= 0) return [0, prior];
     const slope = tc.reduce((a, x, k) => a + x * yc[k], 0) / v;
     const rss = yc.reduce((a, y, k) => a + (y - slope * tc[k]) ** 2, 0);
-    const se2 = rss / Math.max(ptsT.length - 3, 1) / v;
+    const se2 = rss / Math.max(ptsT.length - 2, 1) / v;
     const shrink = prior ** 2 / (prior ** 2 + se2);
     return [slope * shrink, Math.sqrt(shrink * se2)];
   }
