@@ -1,11 +1,12 @@
 """Offset, delay and skew of the server clock from four-timestamp exchanges.
 
-Queueing only ever adds delay, so the exchanges with the smallest round trip carry the least
-error (the NTP clock-filter insight). The estimator keeps a sliding window of samples, keeps
-only those whose delay is close to the window's minimum, and fits offset = a + b·(t - t_ref)
-through them by weighted least squares: the intercept is the offset now, the slope the rate
-difference (skew) between the local oscillator and the server's. A run of samples far above
-the minimum means the path changed (a route change): the window restarts on the new path.
+Queueing only ever adds delay, so the exchanges with the least delay carry the least error
+(the NTP clock-filter insight), and that holds per direction. The estimator keeps a sliding window
+of samples and, after removing the drift, takes the lower envelope of the up-trips (t1 - t0) and
+the upper envelope of the down-trips (t2 - t3): the offset is their midpoint. The drift (skew,
+the rate difference between the local oscillator and the server's) is the slope through the
+per-bin envelope extremes. A run of samples far above the minimum flags a path change, on which
+the clock probes faster; a symmetric one moves neither the offset nor the slope.
 """
 
 from __future__ import annotations
