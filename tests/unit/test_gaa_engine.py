@@ -5,9 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
-from collective_sync.engine.gaa import F_MAX, LEVEL, RAMP, Engine, leader_change, vectors
+from collective_sync.engine.gaa import (
+    F_MAX,
+    LEVEL,
+    POLARITY_EXAMPLE,
+    RAMP,
+    Engine,
+    leader_change,
+    polarity_changes,
+    vectors,
+)
+from collective_sync.protocol.messages import PolaritySync
 
 T0 = 1_795_000_000.0
 SR = 48000.0
@@ -85,3 +96,36 @@ def test_committed_vectors_match_the_reference() -> None:
     assert committed["timeline"] == fresh["timeline"]
     for a, b in zip(committed["renders"], fresh["renders"], strict=True):
         assert np.abs(np.array(a["samples"]) - np.array(b["samples"])).max() < 1e-12
+
+
+def test_polarity_sync_moves_the_light_and_dark_voices() -> None:
+    msgspec.convert(POLARITY_EXAMPLE, PolaritySync)  # a payload the server accepts as it stands
+    engine = Engine()
+    engine.apply(leader_change(engine, {"oscillators.base": 200.0}, T0), T0)
+    before = engine.render(T0 + 1.0, 4800, SR)
+    all_dark = {**POLARITY_EXAMPLE, "polarityBalance": 1.0}
+    engine.apply(polarity_changes(all_dark), T0 + 1.5)
+    after = engine.render(T0 + 2.0, 4800, SR)
+    spectrum = np.abs(np.fft.rfft(after * np.hanning(after.size)))
+    freqs = np.fft.rfftfreq(after.size, 1 / SR)
+    odd = spectrum[np.abs(freqs - 200.0).argmin()]  # the light voice's fundamental
+    even = spectrum[np.abs(freqs - 400.0).argmin()]  # the dark voice's first harmonic
+    assert even > 100 * odd  # balance +1: only the dark (even) voice sounds
+    assert np.abs(after - before).max() > 0.01
+    assert engine.params["polarity.dark.phase"].end == POLARITY_EXAMPLE["darkChannel"]["phase"]
+
+
+def test_a_change_applied_ahead_of_its_instant_leaves_the_samples_before_it_untouched() -> None:
+    # Audio is scheduled ahead: the engine learns of a change before it renders the samples
+    # leading up to the change's instant. Those samples must be what they were without it.
+    known_late, known_early = Engine(), Engine()
+    for engine in (known_late, known_early):
+        engine.apply(leader_change(engine, {"oscillators.base": 196.0}, T0), T0)
+    at = T0 + 1.0
+    change = leader_change(known_early, {"oscillators.base": 330.0, "polarity.balance": 0.8}, at)
+    known_early.apply(change, at)
+    before = at - 0.1
+    a = known_late.render(before, 4800, SR)  # 0.1 s up to the change
+    b = known_early.render(before, 4800, SR)
+    assert np.abs(a).max() > 0.01
+    assert np.abs(a - b).max() < 1e-6

@@ -89,10 +89,15 @@ class CycleRef:
     end: float = DEFAULT_BASE
 
     def cycles_at(self, t: np.ndarray | float) -> np.ndarray | float:
-        dt = np.maximum(np.asarray(t, dtype=float) - self.at, 0.0)
-        inside = np.minimum(dt, RAMP)
+        # Before `at` the count runs back at the start frequency: the same phase the previous
+        # anchor gives there, so a change known ahead of its instant (audio is scheduled ahead)
+        # leaves the samples before it untouched.
+        dt = np.asarray(t, dtype=float) - self.at
+        before = np.minimum(dt, 0.0)
+        after = np.maximum(dt, 0.0)
+        inside = np.minimum(after, RAMP)
         ramped = self.start * inside + (self.end - self.start) * inside**2 / (2 * RAMP)
-        return self.cycles + ramped + self.end * (dt - inside)
+        return self.cycles + self.start * before + ramped + self.end * (after - inside)
 
     def frequency(self, t: np.ndarray | float) -> np.ndarray | float:
         return np.interp(t, [self.at, self.at + RAMP], [self.start, self.end])
@@ -176,6 +181,30 @@ def leader_change(engine: Engine, changes: Mapping[str, Any], at: float) -> dict
     return out
 
 
+def polarity_changes(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine paths a `polarity_sync` payload sets, applied at the control's `at`.
+
+    The light and dark channels and their balance drive the two polarity voices; `resonanceMode`
+    and `darkEnergyDrift` travel with the message for engines that model them, this compact
+    engine does not render them.
+    """
+    out: dict[str, Any] = {"polarity.balance": float(payload["polarityBalance"])}
+    for key, name in (("lightChannel", "light"), ("darkChannel", "dark")):
+        channel = payload[key]
+        out[f"polarity.{name}.enabled"] = bool(channel["enabled"])
+        out[f"polarity.{name}.amplitude"] = float(channel["amplitude"])
+        out[f"polarity.{name}.phase"] = float(channel["phase"])
+    return out
+
+
+POLARITY_EXAMPLE = {
+    "lightChannel": {"enabled": True, "amplitude": 0.3, "phase": 0.5, "resonanceMode": "harmonic"},
+    "darkChannel": {"enabled": True, "amplitude": 0.9, "phase": 2.0, "resonanceMode": "chaotic"},
+    "polarityBalance": -0.6,
+    "darkEnergyDrift": {"driftRate": 0.01, "expansionFactor": 1.2},
+}
+
+
 def vectors() -> dict[str, Any]:
     """A state timeline and renders of it, for the JavaScript engine's tests (tests/vectors/gaa.json)."""
     engine = Engine()
@@ -186,13 +215,14 @@ def vectors() -> dict[str, Any]:
         (t0 + 0.9, {"polarity.balance": 0.7, "oscillators.harmonics": [1, 0.2, 0.6, 0.1]}),
         (t0 + 1.4, {"geometry.omega": 2.0, "oscillators.cutoff": 800.0, "polarity.dark.phase": 1.2}),
         (t0 + 1.8, {"oscillators.base": 5000.0, "polarity.light.enabled": False}),  # clamped
+        (t0 + 2.2, polarity_changes(POLARITY_EXAMPLE)),
     ]
     timeline: list[dict[str, Any]] = []
     for at, changes in steps:
         sent = leader_change(engine, changes, at)
         engine.apply(sent, at)
         timeline.append({"at": at, "changes": sent})
-    windows = [t0 + 0.49, t0 + 0.52, t0 + 0.93, t0 + 1.5, t0 + 1.81, t0 + 2.5]
+    windows = [t0 + 0.49, t0 + 0.52, t0 + 0.93, t0 + 1.5, t0 + 1.81, t0 + 2.22, t0 + 2.5]
     sr, frames = 48000.0, 256
     replay = Engine()
     for step in timeline:
@@ -200,7 +230,9 @@ def vectors() -> dict[str, Any]:
     return {
         "sampleRate": sr,
         "frames": frames,
+        "steps": [{"at": at, "changes": changes} for at, changes in steps],
         "timeline": timeline,
+        "polarity": {"payload": POLARITY_EXAMPLE, "changes": polarity_changes(POLARITY_EXAMPLE)},
         "renders": [{"t0": w, "samples": replay.render(w, frames, sr).tolist()} for w in windows],
     }
 

@@ -35,10 +35,14 @@ export class CycleRef {
   constructor(at = 0, cycles = 0, start = DEFAULT_BASE, end = DEFAULT_BASE) {
     this.at = at; this.cycles = cycles; this.start = start; this.end = end;
   }
+  /** Cycle count at network time t; before `at` it runs back at the start frequency (see gaa.py). */
   cyclesAt(t) {
-    const dt = Math.max(t - this.at, 0);
-    const inside = Math.min(dt, RAMP);
-    return this.cycles + this.start * inside + ((this.end - this.start) * inside ** 2) / (2 * RAMP) + this.end * (dt - inside);
+    const dt = t - this.at;
+    const before = Math.min(dt, 0);
+    const after = Math.max(dt, 0);
+    const inside = Math.min(after, RAMP);
+    const ramped = this.start * inside + ((this.end - this.start) * inside ** 2) / (2 * RAMP);
+    return this.cycles + this.start * before + ramped + this.end * (after - inside);
   }
   frequency(t) { return this.start + (this.end - this.start) * clip((t - this.at) / RAMP, 0, 1); }
   toState() { return { at: this.at, cycles: this.cycles, start: this.start, end: this.end }; }
@@ -109,4 +113,33 @@ export class Engine {
     for (let n = 0; n < frames; n++) out[n] = this.sample(t0 + n / sampleRate);
     return out;
   }
+}
+
+/**
+ * What a leader sends for `changes` taking effect at network time `at`: a base-frequency change
+ * carries the cycle anchor for that instant, so every receiver (and later joiners) keep one phase.
+ * `engine` holds the leader's latest anchor (apply what you send to it).
+ */
+export function leaderChange(engine, changes, at) {
+  const out = { ...changes };
+  if ('oscillators.base' in out) {
+    const next = engine.nextCycleRef(at, clamp('oscillators.base', Number(out['oscillators.base'])));
+    out['oscillators.cycleRef'] = next.toState();
+  }
+  return out;
+}
+
+/**
+ * The engine paths a `polarity_sync` payload sets, applied at the control's `at`
+ * (resonanceMode and darkEnergyDrift travel with the message; this engine does not render them).
+ */
+export function polarityChanges(payload) {
+  const out = { 'polarity.balance': Number(payload.polarityBalance) };
+  for (const [key, name] of [['lightChannel', 'light'], ['darkChannel', 'dark']]) {
+    const channel = payload[key];
+    out[`polarity.${name}.enabled`] = Boolean(channel.enabled);
+    out[`polarity.${name}.amplitude`] = Number(channel.amplitude);
+    out[`polarity.${name}.phase`] = Number(channel.phase);
+  }
+  return out;
 }
