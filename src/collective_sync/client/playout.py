@@ -82,10 +82,14 @@ class Playout:
                     await asyncio.wait_for(self._kick.wait(), min(wait, MAX_SLEEP))
                 continue
             now = client.network_time()
-            for item in self.buffer.pop_due(now):
-                self._apply("state", item.at + self.buffer.delay, item.payload, late=False)
-            for at, msg in self.scheduler.pop_due(now):
-                self._apply("control", at, msg, late=False)
+            # One timeline: what is due now goes out in due order, state before control on a tie.
+            due_now: list[tuple[float, int, str, Any]] = [
+                (item.at + self.buffer.delay, 0, "state", item.payload) for item in self.buffer.pop_due(now)
+            ]
+            due_now += [(at, 1, "control", msg) for at, msg in self.scheduler.pop_due(now)]
+            due_now.sort(key=lambda d: (d[0], d[1]))  # stable: each kind keeps its own order
+            for at, _, kind, msg in due_now:
+                self._apply(kind, at, msg, late=False)
 
     def _apply(self, kind: str, due: float, msg: Any, late: bool) -> None:
         client = self.client

@@ -12,6 +12,7 @@
 // last control seq, so no control message is lost across a drop.
 
 import { DisciplinedClock } from './clock.js';
+import { sampleDelay, sampleOffset } from './estimator.js';
 import { JitterBuffer } from './jitter.js';
 import { Scheduler } from './scheduler.js';
 
@@ -42,7 +43,7 @@ export class Session extends EventTarget {
   constructor(client, joined) {
     super();
     this.client = client;
-    this.playout = new Playout(this, joined.settings.playoutDelay ?? 0.15);
+    this.playout = new Playout(this, joined.settings.playoutDelay ?? 0.15, client.playoutLead);
     this.adopt(joined);
   }
 
@@ -115,10 +116,18 @@ export class Session extends EventTarget {
   }
 }
 
-/** Applies state at `at + D` and controls at `at`, on the disciplined network clock. */
+/**
+ * Applies state at `at + D` and controls at `at`, on the disciplined network clock.
+ *
+ * With `lead` > 0 each change is handed out that many seconds before it is due, with its `due`
+ * network time: an audio engine schedules it on its own sample clock (timers are far too coarse),
+ * and needs it before the audio thread renders that instant, which is ahead of the speakers by
+ * the output latency.
+ */
 class Playout {
-  constructor(session, delay) {
+  constructor(session, delay, lead = 0) {
     this.session = session;
+    this.lead = lead;
     this.buffer = new JitterBuffer(delay);
     this.scheduler = new Scheduler((net) => session.client.network.toLocal(net));
     this.values = {};
@@ -146,14 +155,19 @@ class Playout {
     const due = [this.buffer.nextDue(), this.scheduler.nextDue()].filter((t) => t !== null);
     if (!due.length) return;
     const client = this.session.client;
-    const wait = client.network.toLocal(Math.min(...due)) - client.clock();
+    const wait = client.network.toLocal(Math.min(...due) - this.lead) - client.clock();
     this.timer = setTimeout(() => this.run(), Math.max(0, Math.min(wait, 0.25)) * 1000);
   }
 
   run() {
-    const now = this.session.client.networkTime();
-    for (const item of this.buffer.popDue(now)) this.apply('state', item.at + this.buffer.delay, item.payload, false);
-    for (const [at, msg] of this.scheduler.popDue(now)) this.apply('control', at, msg, false);
+    const now = this.session.client.networkTime() + this.lead;
+    // One timeline: whatever is due now goes out in due order, state before control on a tie.
+    const due = [
+      ...this.buffer.popDue(now).map((item) => ['state', item.at + this.buffer.delay, item.payload]),
+      ...this.scheduler.popDue(now).map(([at, msg]) => ['control', at, msg]),
+    ];
+    due.sort((a, b) => a[1] - b[1] || (a[0] === b[0] ? 0 : a[0] === 'state' ? -1 : 1));
+    for (const [kind, at, msg] of due) this.apply(kind, at, msg, false);
     this.plan();
   }
 
@@ -175,7 +189,9 @@ class Playout {
 export class Client extends EventTarget {
   /**
    * @param {string} url ws:// URL of the server's /ws endpoint
-   * @param {{clock?: () => number, lockTimeout?: number, reconnect?: boolean}} [options]
+   * @param {{clock?: () => number, lockTimeout?: number, reconnect?: boolean, playoutLead?: number}} [options]
+   *   `clock` is the local clock (injectable); `playoutLead` hands changes out that many seconds
+   *   before they are due (see Playout), for audio scheduling
    */
   static async connect(url, options = {}) {
     const client = new Client(url, options);
@@ -184,11 +200,12 @@ export class Client extends EventTarget {
     return client;
   }
 
-  constructor(url, { clock = browserClock, reconnect = true } = {}) {
+  constructor(url, { clock = browserClock, reconnect = true, playoutLead = 0 } = {}) {
     super();
     this.url = url;
     this.clock = clock; // injectable: tests give pages offset and skewed clocks
     this.reconnect = reconnect;
+    this.playoutLead = playoutLead;
     this.network = new DisciplinedClock();
     this.sessions = new Map();
     this.errors = [];
@@ -294,7 +311,7 @@ export class Client extends EventTarget {
         this.welcomed?.();
         break;
       case 'time':
-        if (this.timePending.delete(msg.t0)) this.network.addSample({ t0: msg.t0, t1: msg.t1, t2: msg.t2, t3: arrival });
+        if (this.timePending.delete(msg.t0)) this.onTimeSample({ t0: msg.t0, t1: msg.t1, t2: msg.t2, t3: arrival });
         break;
       case 'joined': {
         let session = this.sessions.get(msg.session);
@@ -315,6 +332,16 @@ export class Client extends EventTarget {
       default:
         this.sessions.get(msg.session)?.apply(msg, arrival);
     }
+  }
+
+  /** Feed one exchange to the clock; tell listeners its round trip and how far off the clock was. */
+  onTimeSample(sample) {
+    // Measured before the update: this exchange's offset against the clock as it stood. Noisy (half
+    // the path's delay asymmetry and queueing), but an honest picture of the clock's error.
+    const residual = this.network.locked ? sampleOffset(sample) - this.network.phase(sample.t3) : null;
+    this.network.addSample(sample);
+    const detail = { sample, rtt: sampleDelay(sample), residual, error: this.network.error };
+    this.dispatchEvent(new CustomEvent('timesample', { detail }));
   }
 
   settle(rid, value, error = null) {
