@@ -1,4 +1,4 @@
-"""Files the server hands to browsers: the SDK's ES modules (and, later, the demo page).
+"""Files the server hands to browsers: the demo page at `/`, its modules, the SDK and the engine.
 
 Loaded into memory once at start-up from the installed package: a handful of small files, so
 every request is a dict lookup, and nothing outside the package directory can ever be served
@@ -20,17 +20,20 @@ TYPES = {
 
 class StaticFiles:
     def __init__(self, package: str = "collective_sync.web", mounts: dict[str, str] | None = None):
-        """`mounts` maps a URL prefix to a folder inside `package`, e.g. {"/sdk/": "sdk"}."""
+        """`mounts` maps a URL prefix to a folder inside `package` ("" for its top), e.g. {"/sdk/": "sdk"}."""
         self.files: dict[str, tuple[str, bytes]] = {}
         root = resources.files(package)
-        for prefix, folder in (mounts or {"/sdk/": "sdk", "/gaa/": "gaa"}).items():
-            base = root.joinpath(folder)
+        default = {"/": "", "/sdk/": "sdk", "/gaa/": "gaa", "/demo/": "demo"}
+        for prefix, folder in (mounts or default).items():
+            base = root.joinpath(folder) if folder else root
             if not base.is_dir():
                 continue
             for entry in base.iterdir():
                 suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
                 if entry.is_file() and suffix in TYPES:
                     self.files[prefix + entry.name] = (TYPES[suffix], entry.read_bytes())
+        if "/index.html" in self.files:
+            self.files["/"] = self.files["/index.html"]
 
     def get(self, path: str) -> tuple[str, bytes] | None:
         return self.files.get(path)

@@ -1,0 +1,410 @@
+// The collective GAA demo: create or join a session, steer or follow the engine, hear it in step.
+//
+// Everything timing-related is the SDK's: the disciplined network clock, playout at network time
+// (handed out 100 ms early so the audio thread can place each change on its exact sample), the
+// GAA engine in an AudioWorklet. This file is the UI around it.
+//
+// URL parameters: `s` (session id; the invite link), `name` (join at once under this name), and,
+// for demonstrations of the clock discipline, `offset` (seconds) and `skew` (ppm) to run this
+// page on a deliberately wrong local clock.
+
+import { Client, ServerError } from '/sdk/client.js';
+import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/gaa/engine.js';
+import { GaaPlayer } from '/gaa/player.js';
+import { ClockPanel } from './panel.js';
+
+const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread
+const SEND_INTERVAL = 50; // ms between a leader's sends while dragging (20 Hz; the server allows 200/s)
+const POLARITY_PATHS = ['polarity.balance', 'polarity.light.amplitude', 'polarity.dark.amplitude'];
+const ERROR_TEXT = {
+  session_not_found: 'That session does not exist (any more). Check the link, or start a new one.',
+  not_leader: 'Only the leader can change the sound.',
+  rate_limited: 'Too many changes at once; slow down a little.',
+  too_many_sessions: 'This connection is in too many sessions.',
+  invalid_message: 'The server refused that message as invalid.',
+};
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+/** The page's local clock: the browser's, or a deliberately offset and skewed one. */
+function makeClock() {
+  const offset = Number(params.get('offset') ?? 0);
+  const skew = Number(params.get('skew') ?? 0) * 1e-6;
+  const ref = (performance.timeOrigin + performance.now()) / 1000;
+  const perfToLocal = (ms) => {
+    const t = (performance.timeOrigin + ms) / 1000;
+    return t + offset + (t - ref) * skew;
+  };
+  return { perfToLocal, clock: () => perfToLocal(performance.now()), offset, skew };
+}
+
+function toast(text, kind = 'info') {
+  const el = document.createElement('div');
+  el.className = `toast ${kind}`;
+  el.textContent = text;
+  $('toasts').append(el);
+  setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
+}
+
+function describe(err) {
+  if (err instanceof ServerError) return ERROR_TEXT[err.code] ?? `${err.code}: ${err.message}`;
+  return String(err?.message ?? err);
+}
+
+function hue(id) {
+  let h = 0;
+  for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return h;
+}
+
+class App {
+  constructor() {
+    this.sim = makeClock();
+    this.client = null;
+    this.session = null;
+    this.player = null;
+    this.mirror = new Engine(); // the leader's view of the timeline it writes (cycle anchors)
+    this.pending = {}; // state paths the leader changed since the last send
+    this.polarityDirty = false;
+    this.sendTimer = null;
+    this.lastSend = -Infinity;
+    this.errors = []; // every error shown, for tests and support
+  }
+
+  async boot() {
+    this.bindLobby();
+    this.bindRoom();
+    await this.connect();
+    const sid = params.get('s');
+    if (sid && params.get('name')) await this.join(sid, params.get('name'));
+    else this.showLobby(sid);
+  }
+
+  async connect() {
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.client = await Client.connect(url, { clock: this.sim.clock, playoutLead: LEAD });
+        break;
+      } catch {
+        this.setConn('offline', 'Offline');
+        this.banner('Cannot reach the server. Retrying…');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+      }
+    }
+    this.banner(null);
+    this.setConn('online', 'Connected');
+    const c = this.client;
+    this.panel = new ClockPanel(c, $('plot'));
+    c.addEventListener('timesample', (e) => this.panel.add(e.detail));
+    c.addEventListener('disconnected', () => {
+      this.setConn('offline', 'Disconnected');
+      this.banner('Connection lost. Reconnecting…');
+    });
+    c.addEventListener('reconnecting', (e) => this.setConn('offline', `Reconnecting (attempt ${e.detail.attempt + 1})…`));
+    c.addEventListener('reconnected', () => {
+      this.setConn('online', 'Connected');
+      this.banner(null);
+      toast('Reconnected; nothing was missed.');
+      this.renderRoom();
+    });
+    c.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
+    setInterval(() => this.tick(), 250);
+    // Closing the tab is leaving: tell the others now rather than after the grace period (which
+    // is for dropped connections, and still covers a crash).
+    addEventListener('pagehide', () => {
+      if (this.session && c.connected) c.send({ type: 'leave', session: this.session.id });
+    });
+  }
+
+  // --- lobby -------------------------------------------------------------------------------
+
+  bindLobby() {
+    $('create-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const f = new FormData(ev.target);
+      try {
+        const session = await this.client.create(String(f.get('name')), {
+          public: f.get('public') === 'on', ceremonyType: String(f.get('ceremony')) || undefined,
+        });
+        this.enter(session);
+      } catch (err) {
+        this.showError(err.code, describe(err));
+      }
+    });
+    $('join-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const f = new FormData(ev.target);
+      let sid = String(f.get('session')).trim();
+      try { sid = new URL(sid).searchParams.get('s') ?? sid; } catch { /* a bare id */ }
+      await this.join(sid, String(f.get('name')));
+    });
+  }
+
+  async join(sid, name) {
+    try {
+      this.enter(await this.client.join(sid, name));
+    } catch (err) {
+      this.showLobby(sid);
+      this.showError(err.code, describe(err));
+    }
+  }
+
+  async showLobby(sid) {
+    $('lobby').hidden = false;
+    $('room').hidden = true;
+    $('session-pill').hidden = true;
+    if (sid) $('join-form').elements.session.value = sid;
+    const list = $('public-list');
+    list.replaceChildren();
+    try {
+      const { sessions } = await (await fetch('/api/sessions')).json();
+      for (const s of sessions.slice(0, 5)) {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'ghost';
+        b.innerHTML = '<span></span><span class="muted"></span>';
+        b.firstChild.textContent = `${s.ceremonyType ?? 'Session'} with ${s.leader?.name ?? 'nobody leading'}`;
+        b.lastChild.textContent = `${s.participants} here`;
+        b.addEventListener('click', () => { $('join-form').elements.session.value = s.id; $('join-form').elements.name.focus(); });
+        list.append(b);
+      }
+    } catch { /* the list is a convenience */ }
+  }
+
+  // --- room --------------------------------------------------------------------------------
+
+  enter(session) {
+    this.session = session;
+    history.replaceState(null, '', `/?s=${encodeURIComponent(session.id)}`);
+    $('lobby').hidden = true;
+    $('room').hidden = false;
+    $('session-pill').hidden = false;
+    $('session-id').textContent = session.id;
+    for (const kind of ['presence', 'leader']) session.addEventListener(kind, (e) => this.onRoster(kind, e.detail));
+    session.addEventListener('apply', (e) => this.onApply(e.detail));
+    session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
+    this.wasLeader = null;
+    this.renderRoom();
+  }
+
+  bindRoom() {
+    $('copy-link').addEventListener('click', async () => {
+      const link = `${location.origin}/?s=${encodeURIComponent(this.session.id)}`;
+      try { await navigator.clipboard.writeText(link); toast('Invite link copied.'); } catch { toast(link); }
+    });
+    $('audio-btn').addEventListener('click', () => this.toggleAudio());
+    $('leave-btn').addEventListener('click', async () => {
+      await this.session.leave().catch(() => {});
+      this.session = null;
+      history.replaceState(null, '', '/');
+      this.showLobby(null);
+    });
+    for (const input of document.querySelectorAll('#controls input[type=range]')) {
+      input.addEventListener('input', () => this.change(input.dataset.path, Number(input.value)));
+    }
+  }
+
+  onRoster(kind, msg) {
+    if (kind === 'leader') {
+      const p = this.session.participants.get(msg.leader);
+      const who = msg.leader === this.session.me ? 'You are' : `${p?.name ?? 'Someone'} is`;
+      if (msg.reason === 'failover') toast(`The leader left. ${who} now leading.`);
+      else if (msg.reason === 'handover') toast(`${who} now leading.`);
+    }
+    this.renderRoom();
+  }
+
+  renderRoom() {
+    const s = this.session;
+    if (!s) return;
+    const lead = s.isLeader;
+    if (lead !== this.wasLeader) {
+      this.wasLeader = lead;
+      if (lead) this.takeLead();
+      this.renderControls(s.applied);
+    }
+    $('controls').classList.toggle('readonly', !lead);
+    for (const input of document.querySelectorAll('#controls input')) input.disabled = !lead;
+    const leader = s.participants.get(s.leader);
+    $('steer').textContent = lead ? 'You are steering' : leader ? `Following ${leader.name}` : 'No leader';
+    $('steer').className = `badge${lead ? ' lead' : ''}`;
+    const people = [...s.participants.values()].sort((a, b) => a.joinedAt - b.joinedAt);
+    $('count').textContent = `${people.length} here`;
+    $('people').replaceChildren(...people.map((p) => this.personRow(p)));
+  }
+
+  personRow(p) {
+    const s = this.session;
+    const li = document.createElement('li');
+    li.dataset.id = p.id;
+    li.classList.toggle('away', p.connected === false);
+    const avatar = document.createElement('span');
+    avatar.className = 'avatar';
+    avatar.style.background = `hsl(${hue(p.id)} 70% 70%)`;
+    avatar.textContent = p.name.slice(0, 1).toUpperCase();
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.connected === false ? ' · away' : '');
+    const role = document.createElement('span');
+    role.className = `badge role${p.id === s.leader ? ' lead' : ''}`;
+    role.textContent = p.id === s.leader ? 'leader' : p.role;
+    li.append(avatar, name, role);
+    if (s.isLeader && p.id !== s.me && p.role !== 'observer' && p.connected !== false) {
+      const b = document.createElement('button');
+      b.className = 'ghost small';
+      b.textContent = 'Hand over';
+      b.addEventListener('click', () => s.handover(p.id).catch((err) => this.showError(err.code, describe(err))));
+      li.append(b);
+    }
+    return li;
+  }
+
+  /** Became leader: continue the timeline from what is playing (phase anchor included). */
+  takeLead() {
+    this.mirror = new Engine();
+    this.mirror.apply(this.session.values, this.client.networkTime());
+  }
+
+  renderControls(values) {
+    const v = { ...DEFAULTS, 'oscillators.base': DEFAULT_BASE, ...values };
+    for (const input of document.querySelectorAll('#controls input[type=range]')) {
+      const value = v[input.dataset.path];
+      if (typeof value === 'number' && document.activeElement !== input) input.value = String(value);
+      const out = document.querySelector(`output[data-for="${input.dataset.path}"]`);
+      if (out) out.textContent = Number(input.value).toFixed(input.step >= 1 ? 0 : 2);
+    }
+  }
+
+  /** A control moved (or a caller asks for a change): leaders send, everyone else is refused. */
+  change(path, value) {
+    const input = document.querySelector(`#controls input[data-path="${path}"]`);
+    if (input && Number(input.value) !== value) input.value = String(value);
+    if (POLARITY_PATHS.includes(path)) this.polarityDirty = true;
+    else this.pending[path] = value;
+    this.renderControls(this.currentControls());
+    if (this.sendTimer === null) { // throttle: at most one send per SEND_INTERVAL, latest values win
+      const wait = Math.max(0, SEND_INTERVAL - (performance.now() - this.lastSend));
+      this.sendTimer = setTimeout(() => this.send(), wait);
+    }
+  }
+
+  currentControls() {
+    const out = {};
+    for (const input of document.querySelectorAll('#controls input[type=range]')) out[input.dataset.path] = Number(input.value);
+    return out;
+  }
+
+  polarityPayload() {
+    const c = { ...DEFAULTS, ...this.session.values, ...this.currentControls() };
+    const channel = (name, mode) => ({
+      enabled: Boolean(c[`polarity.${name}.enabled`]), amplitude: c[`polarity.${name}.amplitude`],
+      phase: c[`polarity.${name}.phase`], resonanceMode: mode,
+    });
+    return {
+      lightChannel: channel('light', 'harmonic'), darkChannel: channel('dark', 'chaotic'),
+      polarityBalance: c['polarity.balance'], darkEnergyDrift: { driftRate: 0.01, expansionFactor: 1.2 },
+    };
+  }
+
+  /**
+   * Send what changed, to take effect at network time now + D for everyone: state paths as a
+   * state update stamped now, polarity as a polarity_sync control at now + D (and the same paths
+   * in the state document, so that later joiners start from it).
+   */
+  send() {
+    this.sendTimer = null;
+    this.lastSend = performance.now();
+    const s = this.session;
+    const now = this.client.networkTime();
+    const due = now + s.playout.buffer.delay;
+    const changes = this.pending;
+    this.pending = {};
+    if (this.polarityDirty) {
+      this.polarityDirty = false;
+      const payload = this.polarityPayload();
+      s.polaritySync(payload, due).catch((err) => this.showError(err.code, describe(err)));
+      Object.assign(changes, polarityChanges(payload));
+    }
+    if (!Object.keys(changes).length) return;
+    const sent = leaderChange(this.mirror, changes, due);
+    this.mirror.apply(sent, due);
+    try {
+      s.set(sent, now);
+    } catch (err) {
+      this.showError('not_connected', describe(err));
+    }
+  }
+
+  /** A change is due (LEAD seconds from now): to the audio thread at its instant, and to the UI. */
+  onApply({ kind, due, msg }) {
+    let changes = null;
+    if (kind === 'state') changes = msg.set;
+    else if (msg.event === 'polarity_sync') changes = polarityChanges(msg.payload);
+    if (!changes) return;
+    this.player?.apply(changes, due);
+    if (!this.session.isLeader) setTimeout(() => this.renderControls(this.session.applied), LEAD * 1000);
+  }
+
+  async toggleAudio() {
+    const btn = $('audio-btn');
+    if (this.player?.running) {
+      await this.player.stop();
+      this.player = null;
+      btn.textContent = '▶ Start audio';
+      return;
+    }
+    this.player = new GaaPlayer(this.client, { perfToLocal: this.sim.perfToLocal });
+    try {
+      await this.player.start(this.session.applied);
+      btn.textContent = '■ Stop audio';
+    } catch (err) {
+      this.player = null;
+      this.showError('audio', `Audio could not start: ${describe(err)}`);
+    }
+  }
+
+  tick() {
+    const c = this.client;
+    const s = this.session;
+    const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
+    this.panel.render({ delay: s?.playout.buffer.delay, late });
+    const lock = $('lock');
+    lock.textContent = c.network.locked ? 'locked' : 'acquiring';
+    lock.className = `badge ${c.network.locked ? 'ok' : 'warn'}`;
+    if (this.sim.offset || this.sim.skew) {
+      $('sim-note').textContent = `This page runs on a simulated local clock (${this.sim.offset >= 0 ? '+' : ''}${this.sim.offset} s, ${(this.sim.skew * 1e6).toFixed(0)} ppm).`;
+    }
+  }
+
+  meter() {
+    const db = this.player?.levelDb() ?? -Infinity;
+    $('meter-fill').style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
+    $('meter-db').textContent = Number.isFinite(db) && db > -100 ? `${db.toFixed(1)} dB` : '–∞ dB';
+    requestAnimationFrame(() => this.meter());
+  }
+
+  showError(code, message) {
+    const text = ERROR_TEXT[code] ?? message ?? code;
+    this.errors.push({ code, text });
+    const recent = [...document.querySelectorAll('.toast.error')].some((el) => el.textContent === text);
+    if (!recent) toast(text, 'error'); // one refused drag gives one message, not one per send
+    if (code === 'not_leader' && this.session) this.renderControls(this.session.applied); // snap back
+  }
+
+  setConn(state, text) {
+    $('conn').dataset.state = state;
+    $('conn-text').textContent = text;
+  }
+
+  banner(text) {
+    $('banner').hidden = !text;
+    $('banner').textContent = text ?? '';
+  }
+}
+
+const app = new App();
+window.demo = app; // for the console, and for tests
+app.meter();
+app.boot();

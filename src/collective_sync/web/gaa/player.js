@@ -1,0 +1,113 @@
+// Plays the GAA engine for one participant, in step with everyone else.
+//
+// The engine runs in an AudioWorklet (worklet.js) and evaluates every sample at the network time
+// at which it will be heard. The main thread only keeps that mapping current: AudioClock fits a
+// line through getOutputTimestamp() pairs (context time of the sample leaving the speakers vs the
+// page's local clock), and the client's disciplined clock maps local time to network time. Changes
+// are posted ahead of time with their network instant and take effect on the exact sample: no
+// timers decide when a change is heard.
+
+import { AudioClock } from '../sdk/audio-clock.js';
+import { RAMP } from './engine.js';
+
+const CLOCK_PERIOD_MS = 50; // how often the (context → network) map is refreshed
+const FIT_PAIRS = 200; // 10 s of output timestamps: headless and loaded machines jitter by ms
+
+export class GaaPlayer {
+  /**
+   * @param {{network: {toNetwork: (l: number) => number, toLocal: (t: number) => number},
+   *          networkTime: () => number}} client the SDK client (its disciplined network clock)
+   * @param {{perfToLocal?: (ms: number) => number, workletUrl?: string}} [options]
+   *   `perfToLocal` maps a performance.now() reading onto the client's local clock; give it when
+   *   the client runs on an injected clock
+   */
+  constructor(client, { perfToLocal, workletUrl = '/gaa/worklet.js' } = {}) {
+    this.client = client;
+    this.perfToLocal = perfToLocal;
+    this.workletUrl = workletUrl;
+    this.ctx = null;
+    this.node = null;
+    this.analyser = null;
+    this.mapped = false;
+    this.late = 0; // changes that reached the audio thread after their instant
+    this.timer = null;
+    this.meterBuffer = null;
+  }
+
+  get running() { return this.ctx?.state === 'running'; }
+
+  /** Start audio (call from a user gesture: autoplay policy) with the state as applied now. */
+  async start(values = {}) {
+    const ctx = new AudioContext({ latencyHint: 'interactive' });
+    this.ctx = ctx;
+    await ctx.audioWorklet.addModule(this.workletUrl);
+    this.node = new AudioWorkletNode(ctx, 'gaa-engine', { numberOfOutputs: 1, outputChannelCount: [2] });
+    this.master = new GainNode(ctx, { gain: 0 }); // silent until the clock map is known
+    this.analyser = new AnalyserNode(ctx, { fftSize: 2048 });
+    this.node.connect(this.master).connect(this.analyser).connect(ctx.destination);
+    this.audioClock = new AudioClock(ctx, this.client, this.perfToLocal);
+    this.audioClock.fit.size = FIT_PAIRS;
+    this.audioClock.start(CLOCK_PERIOD_MS);
+    this.timer = setInterval(() => this.syncClock(), CLOCK_PERIOD_MS);
+    this.node.port.postMessage({ type: 'apply', changes: values, at: this.client.networkTime() - RAMP });
+    await ctx.resume();
+  }
+
+  async stop() {
+    clearInterval(this.timer);
+    this.audioClock?.stop();
+    await this.ctx?.close();
+    this.ctx = null;
+    this.mapped = false;
+  }
+
+  /** Tell the worklet how context time maps to network time, as of now. */
+  syncClock() {
+    const fit = this.audioClock.fit;
+    if (fit.pairs.length < 2) return;
+    const { x0, y0, slope } = fit.line; // context = y0 + slope · (local − x0)
+    const ctxTime = this.ctx.currentTime;
+    const local = x0 + (ctxTime - y0) / slope;
+    const net = this.client.network.toNetwork(local);
+    const h = 0.1; // the disciplined clock is piecewise linear (slews): take its local rate
+    const rate = (this.client.network.toNetwork(local + h) - net) / h / slope;
+    this.clock = { ctx: ctxTime, net, rate };
+    this.node.port.postMessage({ type: 'clock', ...this.clock });
+    if (!this.mapped) {
+      this.mapped = true;
+      this.master.gain.setTargetAtTime(1, ctxTime, 0.05);
+    }
+  }
+
+  /** Network time of the next sample the audio thread renders (null before the map is known). */
+  renderingNetworkTime() {
+    if (!this.clock) return null;
+    const quantum = 128 / this.ctx.sampleRate;
+    return this.clock.net + (this.ctx.currentTime + quantum - this.clock.ctx) * this.clock.rate;
+  }
+
+  /**
+   * Apply engine paths at network time `at`. A change that comes after the audio thread has
+   * rendered its instant starts on the next sample instead (ramped: late, never a click).
+   */
+  apply(changes, at) {
+    if (!this.node) return;
+    const earliest = this.renderingNetworkTime();
+    if (earliest !== null && at < earliest) {
+      this.late++;
+      this.lastLate = { at, earliest, changes };
+      at = earliest;
+    }
+    this.node.port.postMessage({ type: 'apply', changes, at });
+  }
+
+  /** Output level now, in dBFS (RMS over the analyser's window). */
+  levelDb() {
+    if (!this.analyser) return -Infinity;
+    this.meterBuffer ??= new Float32Array(this.analyser.fftSize);
+    this.analyser.getFloatTimeDomainData(this.meterBuffer);
+    let sum = 0;
+    for (const x of this.meterBuffer) sum += x * x;
+    return 10 * Math.log10(sum / this.meterBuffer.length + 1e-12);
+  }
+}
