@@ -38,6 +38,14 @@ async def test_serve_command_runs_and_stops_cleanly() -> None:
         status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
         assert status == 200
         assert json.loads(body)["status"] == "ok"
+        # The demo a new user opens: the page and every module it imports, from the package.
+        status, page = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/")
+        assert status == 200
+        assert b"<title>Collective Sync" in page
+        modules = ("/demo/app.js", "/demo/panel.js", "/demo/app.css", "/gaa/player.js", "/gaa/worklet.js")
+        for module in modules:
+            status, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{module}")
+            assert status == 200, module
         async with await Client.connect(f"ws://127.0.0.1:{port}/ws") as client:
             session = await client.create("Ana", public=True)
             _, listed = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/api/sessions")

@@ -31,7 +31,8 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
     server, port = await start(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(
-        f"Collective Sync listening on http://{host}:{port} (WebSocket ws://{host}:{port}{WS_PATH})",
+        f"Collective Sync listening on http://{host}:{port} (WebSocket ws://{host}:{port}{WS_PATH})\n"
+        f"Open http://{host}:{port}/ to start a session, and the invite link in another window to join.",
         flush=True,
     )
     if on_ready is not None:
