@@ -85,8 +85,11 @@ class _Peer(WSListener):
 
     # FrameSink
     def send_frame(self, frame: bytes) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send(WSMsgType.TEXT, frame)
+        t = self.transport
+        # The socket can be gone (peer crashed, RST) a moment before picows reports the
+        # disconnect; writing then only logs a warning per frame.
+        if t is not None and not t.is_disconnected and not t.underlying_transport.is_closing():
+            t.send(WSMsgType.TEXT, frame)
 
     def close(self, code: int, reason: str) -> None:
         if self.transport is not None:
