@@ -217,6 +217,10 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
         # the instant to record up to, not a guess at when something is ready).
         await asyncio.sleep(max(0.0, due + 0.5 - time.time()))
         dumps = [await page.evaluate("() => dumpTap()") for page in pages]
+        for page in pages:  # every change reached the audio thread before its instant
+            p = "demo.player"
+            late = await page.evaluate(f"() => [{p}.late, {p}.lastLate, {p}.renderAhead()]")
+            assert late[0] == 0, late
 
         engine = reference(timeline)
         shifts, residuals = [], []
@@ -238,8 +242,6 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
         await leader.screenshot(path=str(OUTPUT / "demo-three-participants.png"))
         for page in pages:
             assert page.js_errors == []  # type: ignore[attr-defined]
-            late = await page.evaluate("() => [demo.player.late, demo.player.lastLate]")
-            assert late[0] == 0, late
     finally:
         if observer is not None:
             await observer.close()

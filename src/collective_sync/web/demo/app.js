@@ -13,7 +13,8 @@ import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/
 import { GaaPlayer } from '/gaa/player.js';
 import { ClockPanel } from './panel.js';
 
-const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread
+const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread, at least
+const LEAD_MARGIN = 0.05; // beyond how far ahead the audio thread renders (timer slack)
 const SEND_INTERVAL = 50; // ms between a leader's sends while dragging (20 Hz; the server allows 200/s)
 const POLARITY_PATHS = ['polarity.balance', 'polarity.light.amplitude', 'polarity.dark.amplitude'];
 const ERROR_TEXT = {
@@ -368,6 +369,12 @@ class App {
   tick() {
     const c = this.client;
     const s = this.session;
+    const ahead = this.player?.renderAhead();
+    if (s && ahead !== null && ahead !== undefined) {
+      // Hand changes out early enough for this device's audio buffering (never past D: what
+      // arrives later than that is late whatever we do, and counted).
+      s.playout.lead = Math.min(s.playout.buffer.delay, Math.max(LEAD, ahead + LEAD_MARGIN));
+    }
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
     this.panel.render({ delay: s?.playout.buffer.delay, late });
     const lock = $('lock');

@@ -30,6 +30,7 @@ export class GaaPlayer {
     this.analyser = null;
     this.mapped = false;
     this.late = 0; // changes that reached the audio thread after their instant
+    this.lastLate = null;
     this.timer = null;
     this.meterBuffer = null;
   }
@@ -77,6 +78,16 @@ export class GaaPlayer {
       this.mapped = true;
       this.master.gain.setTargetAtTime(1, ctxTime, 0.05);
     }
+  }
+
+  /**
+   * How far ahead of the speakers the audio thread renders, in seconds (output latency plus
+   * buffering; it grows when the machine is loaded). Changes must reach the worklet earlier
+   * than that.
+   */
+  renderAhead() {
+    if (!this.mapped) return null;
+    return this.ctx.currentTime - this.audioClock.contextTimeAtLocal(this.client.clock());
   }
 
   /** Network time of the next sample the audio thread renders (null before the map is known). */
