@@ -113,7 +113,7 @@ def render_at(engine: Engine, origin: float, t: np.ndarray) -> np.ndarray:
 
 def alignment(engine: Engine, rec: Heard, origin: float, start: float, stop: float) -> tuple[float, float]:
     """The shift tau (s) for which the page's output at true time t best matches the reference at
-    network time t - tau, and the relative RMS residual at that shift (times after `origin`)."""
+    network time t - tau, and the residual at that shift (times in seconds after `origin`)."""
     keep = (rec.true_times >= start) & (rec.true_times <= stop)
     assert keep.sum() > 0.9 * (stop - start) / np.diff(rec.true_times).mean(), "recording misses the window"
     x, t = rec.samples[keep], rec.true_times[keep]
@@ -132,7 +132,13 @@ def alignment(engine: Engine, rec: Heard, origin: float, start: float, stop: flo
     fine = coarse + np.linspace(-step, step, 101)
     errs = [residual(tau) for tau in fine]
     tau = float(fine[int(np.argmin(errs))])
-    return tau, float(np.sqrt(min(errs) / np.sum(x**2)))
+    # How well it matches there, everywhere in the window: the relative RMS residual of every
+    # 25 ms piece, of which the second worst counts, so that one buffer glitch of headless audio
+    # does not decide it but a change heard at the wrong instant (several pieces off) does.
+    diff = x - render_at(engine, origin, t - tau)
+    pieces = np.array_split(np.arange(x.size), max(2, int((t[-1] - t[0]) / 0.025)))
+    rel = sorted(float(np.sqrt(np.sum(diff[i] ** 2) / np.sum(x[i] ** 2))) for i in pieces)
+    return tau, rel[-2]
 
 
 @pytest.fixture
@@ -232,8 +238,9 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
         # Each page plays exactly the engine the timeline describes (the sound did change as the
         # leader said: before and after the instant)...
         # (the rest: the worklet's clock map is refreshed every 50 ms from a fit of jittery
-        # timestamps, and its µs steps blur the upper harmonics; unrelated audio scores ~1.)
-        assert max(residuals) < 0.2
+        # timestamps, and its µs steps blur the upper harmonics; unrelated audio, or the change
+        # heard at another instant, scores above 1.)
+        assert max(residuals) < 0.3
         # ...and they hear it at the same true instant, within a few ms, and on the server's clock.
         assert max(shifts) - min(shifts) < 0.004
         assert max(abs(s) for s in shifts) < 0.010
@@ -296,3 +303,15 @@ async def test_refusals_presence_and_failover_show_on_the_page(server, browser) 
     await ben.wait_for_function("() => demo.session.applied['geometry.R'] === 2")
     assert {e["code"] for e in await ben.evaluate("() => demo.errors")} == {"not_leader"}
     crash.cancel()
+
+    # A dropped connection is shown while the SDK reconnects, and cleared when it is back.
+    await ben.evaluate(
+        "() => { window.banners = []; new MutationObserver(() => banners.push("
+        "document.getElementById('banner').textContent)).observe("
+        "document.getElementById('banner'), { childList: true }); }"
+    )
+    await ben.evaluate("() => demo.client.ws.close(4000, 'test drop')")
+    await ben.wait_for_selector(".toast:has-text('Reconnected')")
+    assert "Connection lost. Reconnecting…" in await ben.evaluate("() => banners")
+    assert await ben.is_hidden("#banner")
+    assert await ben.evaluate("() => demo.session.isLeader")  # back within the grace period
