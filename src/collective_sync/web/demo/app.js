@@ -345,7 +345,8 @@ class App {
     else if (msg.event === 'polarity_sync') changes = polarityChanges(msg.payload);
     if (!changes) return;
     this.player?.apply(changes, due);
-    if (!this.session.isLeader) setTimeout(() => this.renderControls(this.session.applied), LEAD * 1000);
+    const s = this.session;
+    if (!s.isLeader) setTimeout(() => this.renderControls(s.applied), s.playout.lead * 1000); // at `due`
   }
 
   async toggleAudio() {
@@ -395,6 +396,7 @@ class App {
   showError(code, message) {
     const text = ERROR_TEXT[code] ?? message ?? code;
     this.errors.push({ code, text });
+    if (this.errors.length > 100) this.errors.shift();
     const recent = [...document.querySelectorAll('.toast.error')].some((el) => el.textContent === text);
     if (!recent) toast(text, 'error'); // one refused drag gives one message, not one per send
     if (code === 'not_leader' && this.session) this.renderControls(this.session.applied); // snap back
