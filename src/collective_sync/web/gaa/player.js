@@ -10,7 +10,7 @@
 import { AudioClock } from '../sdk/audio-clock.js';
 import { RAMP } from './engine.js';
 
-const CLOCK_PERIOD_MS = 50; // how often the (context → network) map is refreshed
+const CLOCK_PERIOD_MS = 50; // how often an output timestamp is taken and the map refreshed
 const FIT_PAIRS = 200; // 10 s of output timestamps: headless and loaded machines jitter by ms
 
 export class GaaPlayer {
@@ -48,7 +48,6 @@ export class GaaPlayer {
     this.node.connect(this.master).connect(this.analyser).connect(ctx.destination);
     this.audioClock = new AudioClock(ctx, this.client, this.perfToLocal);
     this.audioClock.fit.size = FIT_PAIRS;
-    this.audioClock.start(CLOCK_PERIOD_MS);
     this.timer = setInterval(() => this.syncClock(), CLOCK_PERIOD_MS);
     this.node.port.postMessage({ type: 'apply', changes: values, at: this.client.networkTime() - RAMP });
     await ctx.resume();
@@ -56,14 +55,14 @@ export class GaaPlayer {
 
   async stop() {
     clearInterval(this.timer);
-    this.audioClock?.stop();
     await this.ctx?.close();
     this.ctx = null;
     this.mapped = false;
   }
 
-  /** Tell the worklet how context time maps to network time, as of now. */
+  /** Take an output timestamp, then tell the worklet how context time maps to network time. */
   syncClock() {
+    this.audioClock.sample();
     const fit = this.audioClock.fit;
     if (fit.pairs.length < 2) return;
     const { x0, y0, slope } = fit.line; // context = y0 + slope · (local − x0)
