@@ -93,8 +93,18 @@ def test_slow_consumer_over_backlog_is_closed_with_4002() -> None:
     w.node.pause(slow)
     for i in range(40):
         w.send(leader, type="control", session=sid, event="e", payload={"i": i}, rid=i)
+    assert slow.closing  # decided at once: nothing more is queued for it ...
+    assert not slow.outbox
+    w.node.flush()  # ... and carried out at the end of the turn
     assert ssink.closed is not None
     assert ssink.closed[0] == 4002
+    assert slow.id not in w.node.conns  # no longer counted by /healthz
+    for i in range(40, 400):  # the peer still does not read: no growth, no second count
+        w.send(leader, type="control", session=sid, event="e", payload={"i": i}, rid=i)
+        w.node.flush()
+    assert not slow.outbox
+    assert w.node.stats.slow_closes == 1
+    assert ssink.frames == []
 
 
 def test_grace_expiry_fails_over_and_empty_session_ends() -> None:

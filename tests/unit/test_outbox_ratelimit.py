@@ -54,10 +54,29 @@ def test_token_bucket() -> None:
     bucket = TokenBucket(rate=10, burst=5, now=0.0)
     assert [bucket.take(0.0) for _ in range(5)] == [Verdict.OK] * 5
     assert bucket.take(0.0) is Verdict.DROP
-    assert bucket.take(0.25) is Verdict.OK  # refilled 2.5 tokens, debt of 1 repaid
-    verdicts = [bucket.take(0.25) for _ in range(10)]
-    assert verdicts[-1] is Verdict.ABUSE
-    assert Verdict.DROP in verdicts
+    assert bucket.take(0.1) is Verdict.OK  # one token refilled: served, the drop cost nothing
+    verdicts = [bucket.take(0.1) for _ in range(7)]
+    assert verdicts == [Verdict.DROP] * 5 + [Verdict.ABUSE] * 2  # more than `burst` dropped: abuse
+
+
+def test_token_bucket_recovers_without_debt() -> None:
+    """After a burst over the limit and a pause, a sender under the rate is served at once."""
+    bucket = TokenBucket(rate=20, burst=10, now=0.0)
+    verdicts = [bucket.take(0.0) for _ in range(18)]
+    assert verdicts.count(Verdict.OK) == 10 and verdicts.count(Verdict.DROP) == 8
+    assert bucket.excess
+    t = 1.0  # a 1 s pause refills the bucket (20 tokens, capped at 10) and pays off the 8 drops
+    for _ in range(40):  # then 20 messages/s, exactly the rate, for 2 s
+        assert bucket.take(t) is Verdict.OK
+        t += 1 / 20
+    assert not bucket.excess
+
+
+def test_token_bucket_tolerates_a_clock_that_goes_back() -> None:
+    bucket = TokenBucket(rate=10, burst=2, now=5.0)
+    assert bucket.take(4.0) is Verdict.OK
+    assert bucket.take(4.0) is Verdict.OK
+    assert bucket.take(4.5) is Verdict.DROP  # no refill for time that went backwards
 
 
 def test_state_message_roundtrip() -> None:

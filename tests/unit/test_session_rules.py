@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from collective_sync.protocol.errors import ProtocolError
 from collective_sync.protocol.messages import ControlOut, Leader, Presence, SessionSettings, StateOut
-from collective_sync.server.session import Session, SessionError, SessionLimits
+from collective_sync.server.session import Session, SessionLimits
 
 
 def make(grace: float = 5.0, history: int = 1024) -> Session:
@@ -64,7 +65,7 @@ def test_resume_keeps_identity_and_role() -> None:
     assert (p.id, p.role, p.conn, p.dropped_at) == (lead.id, "leader", "c9", None)
     assert outs[0].msg.updates[0].connected is True
     assert s.expire(100.0) == []  # no pending grace any more
-    with pytest.raises(SessionError) as err:
+    with pytest.raises(ProtocolError) as err:
         s.resume("bogus", "c1")
     assert err.value.code == "resume_failed"
 
@@ -73,7 +74,7 @@ def test_control_is_leader_only_ordered_and_bounded() -> None:
     s = make(history=3)
     lead, _ = s.add("L", "participant", {}, "c0", 0.0)
     other, _ = s.add("O", "participant", {}, "c1", 0.0)
-    with pytest.raises(SessionError) as err:
+    with pytest.raises(ProtocolError) as err:
         s.control(other.id, "x", None, None, 1.0)
     assert err.value.code == "not_leader"
     seqs = [s.control(lead.id, "x", {"i": i}, None, 1.0)[0].seq for i in range(5)]
@@ -83,7 +84,7 @@ def test_control_is_leader_only_ordered_and_bounded() -> None:
     msg, _ = s.control(lead.id, "x", None, None, 7.5)
     assert isinstance(msg, ControlOut)
     assert msg.at == 7.5  # stamped with server time when the sender gave none
-    with pytest.raises(SessionError) as err:
+    with pytest.raises(ProtocolError) as err:
         s.control(lead.id, "x", None, 100.0, 7.5)
     assert err.value.code == "bad_timestamp"
 
@@ -93,12 +94,12 @@ def test_handover_rules() -> None:
     lead, _ = s.add("L", "participant", {}, "c0", 0.0)
     obs, _ = s.add("O", "observer", {}, "c1", 0.0)
     p, _ = s.add("P", "participant", {}, "c2", 0.0)
-    with pytest.raises(SessionError):
+    with pytest.raises(ProtocolError):
         s.handover(lead.id, obs.id)
-    with pytest.raises(SessionError):
+    with pytest.raises(ProtocolError):
         s.handover(p.id, lead.id)  # not the leader
     s.drop(p.id, 1.0)
-    with pytest.raises(SessionError):
+    with pytest.raises(ProtocolError):
         s.handover(lead.id, p.id)  # disconnected
     s.resume(p.token, "c3")
     s.handover(lead.id, p.id)
@@ -111,10 +112,10 @@ def test_state_permissions_and_area_cleanup() -> None:
     p, _ = s.add("P", "participant", {}, "c1", 0.0)
     obs, _ = s.add("O", "observer", {}, "c2", 0.0)
     assert s.set_state(lead.id, {"geometry.R": 1.0}, 1.0, 1.0)[0].msg.v == 1
-    with pytest.raises(SessionError) as err:
+    with pytest.raises(ProtocolError) as err:
         s.set_state(p.id, {"geometry.R": 2.0}, 1.0, 1.0)
     assert err.value.code == "not_leader"
-    with pytest.raises(SessionError) as err:
+    with pytest.raises(ProtocolError) as err:
         s.set_state(obs.id, {f"participants.{obs.id}.x": 1}, 1.0, 1.0)
     assert err.value.code == "forbidden"
     s.set_state(p.id, {f"participants.{p.id}.hr": 60}, 1.0, 1.0)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collective_sync.engine.state import StateDoc, StateError, check_path, nest
+from collective_sync.engine.state import StateDoc, check_path, nest
+from collective_sync.protocol.errors import ProtocolError
 
 
 def test_leader_roots_and_own_area() -> None:
@@ -23,7 +24,7 @@ def test_leader_roots_and_own_area() -> None:
         ("geometry.a b", "p1", True, "invalid_path"),
         (".".join(["geometry"] * 9), "p1", True, "invalid_path"),
     ]:
-        with pytest.raises(StateError) as err:
+        with pytest.raises(ProtocolError) as err:
             check_path(path, writer, leader)
         assert err.value.code == code, path
 
@@ -51,10 +52,10 @@ def test_delete_keeps_stamp_so_old_writes_cannot_resurrect() -> None:
 def test_value_and_parent_conflicts() -> None:
     doc = StateDoc()
     doc.apply({"geometry.torus.R": 1}, at=1.0, writer="p")
-    with pytest.raises(StateError) as err:
+    with pytest.raises(ProtocolError) as err:
         doc.validate({"geometry.torus": 5}, "p", True)
     assert err.value.code == "invalid_path"
-    with pytest.raises(StateError):
+    with pytest.raises(ProtocolError):
         doc.validate({"geometry.torus.R.x": 5}, "p", True)
     doc.apply({"geometry.torus.R": None}, at=2.0, writer="p")
     doc.validate({"geometry.torus": 5}, "p", True)  # no live children any more
@@ -64,7 +65,7 @@ def test_key_limit() -> None:
     doc = StateDoc(max_keys=3)
     doc.apply({"geometry.a": 1, "geometry.b": 2}, at=1.0, writer="p")
     doc.validate({"geometry.a": 3, "geometry.c": 3}, "p", True)  # one new key fits
-    with pytest.raises(StateError) as err:
+    with pytest.raises(ProtocolError) as err:
         doc.validate({"geometry.c": 1, "geometry.d": 1}, "p", True)
     assert err.value.code == "state_full"
 
@@ -103,3 +104,35 @@ def test_merge_converges_in_any_arrival_order(batch: list[tuple[str, int | None,
             doc.apply({path: value}, at=at, writer=writer)
         results.add(tuple(sorted(doc.values.items())))
     assert len(results) == 1
+
+
+def test_value_and_parent_in_one_update_conflict() -> None:
+    doc = StateDoc()
+    for changes in ({"geometry.e": 1, "geometry.e.f": 2}, {"geometry.e.f": 2, "geometry.e": None}):
+        with pytest.raises(ProtocolError) as err:
+            doc.validate(changes, "p", True)
+        assert err.value.code == "invalid_path"
+    assert doc.values == {} and doc.version == 0
+
+
+def test_deleted_paths_free_their_room() -> None:
+    doc = StateDoc(max_keys=4)
+    for round_ in range(10):
+        paths = {f"geometry.r{round_}k{i}": 1 for i in range(4)}
+        doc.validate(paths, "p", True)
+        doc.apply(paths, at=float(round_), writer="p")
+        doc.apply(dict.fromkeys(paths), at=round_ + 0.5, writer="p")
+    assert doc.values == {}
+    assert len(doc.tombstones) <= 2 * doc.max_keys  # bounded however long the session runs
+
+
+def test_forgotten_tombstones_still_beat_stale_writes_in_their_area_only() -> None:
+    doc = StateDoc(max_keys=2)
+    doc.apply({"participants.pa.old": 1}, at=1.0, writer="pa")
+    doc.apply({"participants.pa.old": None}, at=5.0, writer="pa")
+    for i in range(4):  # churn pushes the first tombstone out
+        doc.apply({f"participants.pa.k{i}": None}, at=6.0 + i, writer="pa")
+    assert "participants.pa.old" not in doc.tombstones
+    assert doc.apply({"participants.pa.old": 7}, at=2.0, writer="pa") == {}  # older than what was forgotten
+    assert doc.apply({"participants.pb.x": 7}, at=2.0, writer="pb") == {"participants.pb.x": 7}  # other area
+    assert doc.apply({"geometry.R": 1}, at=0.5, writer="lead") == {"geometry.R": 1}

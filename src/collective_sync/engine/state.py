@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol.errors import ErrorCode
+from ..protocol.errors import ErrorCode, ProtocolError
 
 LEADER_ROOTS: frozenset[str] = frozenset({"oscillators", "geometry", "polarity"})
 PARTICIPANT_ROOT = "participants"
@@ -25,28 +25,31 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Stamp = tuple[float, str]
 
 
-class StateError(Exception):
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 def check_path(path: str, writer: str, is_leader: bool) -> None:
-    """Raise StateError unless `writer` may write `path` (leader-only roots vs own area)."""
+    """Raise ProtocolError unless `writer` may write `path` (leader-only roots vs own area)."""
     segments = path.split(".")
     if len(segments) > MAX_DEPTH or not all(_SEGMENT.match(s) for s in segments):
-        raise StateError(ErrorCode.INVALID_PATH, f"malformed path {path[:80]!r}")
+        raise ProtocolError(ErrorCode.INVALID_PATH, f"malformed path {path[:80]!r}")
     root = segments[0]
     if root in LEADER_ROOTS:
         if not is_leader:
-            raise StateError(ErrorCode.NOT_LEADER, f"only the leader may write {root}.*")
+            raise ProtocolError(ErrorCode.NOT_LEADER, f"only the leader may write {root}.*")
     elif root == PARTICIPANT_ROOT:
         if len(segments) < 3:
-            raise StateError(ErrorCode.INVALID_PATH, "participant paths are participants.<id>.<key>")
+            raise ProtocolError(ErrorCode.INVALID_PATH, "participant paths are participants.<id>.<key>")
         if segments[1] != writer:
-            raise StateError(ErrorCode.FORBIDDEN, "a participant may only write its own area")
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a participant may only write its own area")
     else:
-        raise StateError(ErrorCode.INVALID_PATH, f"unknown state root {root!r}")
+        raise ProtocolError(ErrorCode.INVALID_PATH, f"unknown state root {root!r}")
+
+
+_NO_STAMP: Stamp = (float("-inf"), "")
+
+
+def _area(path: str) -> str:
+    """Whose path it is: `participants.<id>` for a participant's area, else its (leader) root."""
+    parts = path.split(".", 2)
+    return f"{parts[0]}.{parts[1]}" if parts[0] == PARTICIPANT_ROOT else parts[0]
 
 
 def _prefixes(path: str) -> list[str]:
@@ -56,11 +59,21 @@ def _prefixes(path: str) -> list[str]:
 
 @dataclass
 class StateDoc:
-    """Authoritative document of one session. `version` grows by one per accepted update."""
+    """Authoritative document of one session. `version` grows by one per accepted update.
+
+    A deleted path leaves a tombstone (its winning stamp) so that an older write cannot bring it
+    back. Tombstones do not count toward `max_keys`; they are kept in deletion order, at most
+    `2 * max_keys` of them: the oldest beyond that is forgotten and its stamp raises the floor of
+    its writer's area (a leader root, or one participant's area), below which a write to a path
+    without a stamp loses. Forgetting never lets a stale write win, and a writer that churns
+    through paths only raises the floor of the area it may write itself.
+    """
 
     max_keys: int = 4096
     values: dict[str, Any] = field(default_factory=dict)
-    stamps: dict[str, Stamp] = field(default_factory=dict)
+    stamps: dict[str, Stamp] = field(default_factory=dict)  # winning stamp of every live path
+    tombstones: dict[str, Stamp] = field(default_factory=dict)  # deleted paths, oldest first
+    floors: dict[str, Stamp] = field(default_factory=dict)  # area -> stamp of forgotten tombstones
     version: int = 0
     # Live leaves below each interior prefix, to reject leaf/parent conflicts in O(depth).
     _interior: dict[str, int] = field(default_factory=dict)
@@ -70,52 +83,71 @@ class StateDoc:
         new_keys = 0
         for path, value in changes.items():
             check_path(path, writer, is_leader)
+            for prefix in _prefixes(path):
+                if prefix in changes:
+                    raise ProtocolError(ErrorCode.INVALID_PATH, f"{prefix!r} and {path!r} in one update")
             if value is None:
                 continue
             if path in self._interior:
-                raise StateError(ErrorCode.INVALID_PATH, f"{path!r} has children; set its leaves")
+                raise ProtocolError(ErrorCode.INVALID_PATH, f"{path!r} has children; set its leaves")
             for prefix in _prefixes(path):
                 if prefix in self.values:
-                    raise StateError(ErrorCode.INVALID_PATH, f"{prefix!r} is a value, not an object")
-            if path not in self.stamps:
+                    raise ProtocolError(ErrorCode.INVALID_PATH, f"{prefix!r} is a value, not an object")
+            if path not in self.values:
                 new_keys += 1
-        if len(self.stamps) + new_keys > self.max_keys:
-            raise StateError(ErrorCode.STATE_FULL, f"state is limited to {self.max_keys} keys")
+        if len(self.values) + new_keys > self.max_keys:
+            raise ProtocolError(ErrorCode.STATE_FULL, f"state is limited to {self.max_keys} keys")
 
     def apply(self, changes: Mapping[str, Any], at: float, writer: str) -> dict[str, Any]:
         """Merge validated changes; return the subset that won (empty: nothing changed)."""
         stamp = (at, writer)
         won: dict[str, Any] = {}
         for path, value in changes.items():
-            old = self.stamps.get(path)
-            if old is not None and stamp < old:
+            old = (
+                self.stamps.get(path) or self.tombstones.get(path) or self.floors.get(_area(path), _NO_STAMP)
+            )
+            if stamp < old:
                 continue
-            self.stamps[path] = stamp
-            self._store(path, value)
+            self._store(path, value, stamp)
             won[path] = value
         if won:
             self.version += 1
         return won
 
     def remove_area(self, prefix: str) -> dict[str, None]:
-        """Drop every key below `prefix` (a departed participant's area); returns the deletions."""
+        """Drop every key below `prefix` (a departed participant's area); returns the deletions.
+
+        No tombstones: nobody may write a departed participant's area any more."""
         start = prefix + "."
         gone = [p for p in self.stamps if p.startswith(start)]
         for path in gone:
-            self._store(path, None)
+            del self.values[path]
             del self.stamps[path]
+            self._count(path, -1)
+        for path in [p for p in self.tombstones if p.startswith(start)]:
+            del self.tombstones[path]
+        self.floors.pop(prefix, None)
         if gone:
             self.version += 1
         return dict.fromkeys(gone)
 
-    def _store(self, path: str, value: Any) -> None:
+    def _store(self, path: str, value: Any, stamp: Stamp) -> None:
         was_live = path in self.values
         if value is None:
             if was_live:
                 del self.values[path]
+                del self.stamps[path]
                 self._count(path, -1)
+            self.tombstones.pop(path, None)  # re-inserted at the end: deletion order
+            self.tombstones[path] = stamp
+            if len(self.tombstones) > 2 * self.max_keys:
+                oldest = next(iter(self.tombstones))
+                area = _area(oldest)
+                self.floors[area] = max(self.floors.get(area, _NO_STAMP), self.tombstones.pop(oldest))
         else:
             self.values[path] = value
+            self.stamps[path] = stamp
+            self.tombstones.pop(path, None)
             if not was_live:
                 self._count(path, +1)
 

@@ -1,4 +1,9 @@
-"""Error codes and WebSocket close codes: errors are values in the protocol, not exceptions on the wire."""
+"""Error codes, close codes and the one exception that carries a refusal.
+
+Errors are values in the protocol, not exceptions on the wire: every layer that refuses a request
+(codec, session rules, state document, node) raises `ProtocolError`, and the node turns it into one
+`error` message to the sender. One root type means one refusal path, one place to count and log.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from enum import IntEnum, StrEnum
 class ErrorCode(StrEnum):
     """`code` of an `error` message; the request that caused it changed nothing."""
 
-    MALFORMED = "malformed"  # not valid UTF-8 JSON, or a binary frame
+    MALFORMED = "malformed"  # not valid UTF-8 JSON, not an object, nested too deep
     UNKNOWN_TYPE = "unknown_type"  # `type` missing or not a client message type
     INVALID_MESSAGE = "invalid_message"  # schema violation (field missing, wrong type, out of range)
     TOO_LARGE = "too_large"  # frame above the configured message size limit
@@ -32,7 +37,21 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
+    PROTOCOL_ERROR = 1002  # broken WebSocket framing (e.g. a continuation frame out of place)
     POLICY_VIOLATION = 1008  # persistent flooding after rate-limit errors
     MESSAGE_TOO_BIG = 1009  # frame far above the limit (beyond what we read to reply)
     SLOW_CONSUMER = 4002  # reliable backlog exceeded its bound; reconnect and resume
-    PROTOCOL_ABUSE = 4003  # too many invalid messages in a row
+
+
+class ProtocolError(Exception):
+    """A refused request: the typed error to send back, with the request's `rid`/`session` if known.
+
+    Layers below the node raise it without `rid`/`session` (they do not know them); the node fills
+    them in from the request before it answers.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, rid: int | None = None, session: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.rid = rid
+        self.session = session

@@ -22,4 +22,6 @@ class ServerConfig:
     write_high_water: int = 256 * 1024  # transport buffer above which a receiver counts as slow
     socket_send_buffer: int | None = None  # SO_SNDBUF for client sockets; None keeps the kernel's
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
+    handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request
+    close_linger: float = 2.0  # after our close frame: seconds the peer has to read it and close
     session: SessionLimits = field(default_factory=SessionLimits)

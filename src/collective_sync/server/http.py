@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -14,6 +15,21 @@ from .node import Node
 from .static import StaticFiles
 
 JSON = "application/json"
+# The demo loads only its own scripts, styles and worklet, and talks only to this origin; no page
+# of ours may be framed (clickjacking) and invite links (session ids) are not sent as referrers.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# A JSON number as RFC 8259 writes it (what `float()` takes beyond that, e.g. "1_0", "inf", is refused).
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(slots=True)
@@ -29,6 +45,11 @@ class _SessionInfo(msgspec.Struct, rename="camel", omit_defaults=True):
     leader: dict[str, str] | None
     created_at: float
     ceremony_type: str | None = None
+
+
+def response_headers(resp: HttpResponse) -> dict[str, str]:
+    """Headers of every HTTP response (GET and HEAD alike)."""
+    return {"Content-Type": resp.content_type, "Cache-Control": "no-store", **SECURITY_HEADERS}
 
 
 def _json(status: int, obj: object) -> HttpResponse:
@@ -78,11 +99,8 @@ class HttpApi:
 
     def _time(self, query: str, t1: float) -> HttpResponse:
         """NTP-style exchange over HTTP: echoes the client's t0, with receive and send times."""
-        raw = parse_qs(query).get("t0", [None])[0]
-        try:
-            t0 = float(raw) if raw is not None else None
-            if t0 is not None and not math.isfinite(t0):
-                raise ValueError(raw)
-        except ValueError:
-            return _json(400, {"error": "invalid_message", "message": "t0 must be a number"})
+        values = parse_qs(query, keep_blank_values=True).get("t0", [])
+        t0 = float(values[0]) if len(values) == 1 and _NUMBER.fullmatch(values[0]) else math.nan
+        if not math.isfinite(t0):
+            return _json(400, {"error": "invalid_message", "message": "t0 must be one finite JSON number"})
         return _json(200, {"t0": t0, "t1": t1, "t2": self.node.clock()})

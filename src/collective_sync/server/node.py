@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import msgspec
 
 from .. import __version__
-from ..protocol.codec import DecodeFailure, decode_client, encode, join_frame
-from ..protocol.errors import CloseCode, ErrorCode
+from ..protocol.codec import decode_client, encode, join_frame
+from ..protocol.errors import CloseCode, ErrorCode, ProtocolError
 from ..protocol.messages import (
     Ack,
     Control,
@@ -43,7 +43,7 @@ from .backplane import Backplane, Broadcast, InMemoryBackplane
 from .config import ServerConfig
 from .outbox import Outbox
 from .ratelimit import TokenBucket, Verdict
-from .session import Out, Participant, Session, SessionError
+from .session import Out, Participant, Session
 
 log = logging.getLogger("collective_sync.node")
 
@@ -87,12 +87,6 @@ class NodeStats:
         self.errors: Counter[str] = Counter()
 
 
-class _Reject(Exception):
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 class Node:
     def __init__(
         self,
@@ -111,6 +105,7 @@ class Node:
         self.conns: dict[str, Connection] = {}
         self.stats = NodeStats()
         self._dirty: list[Connection] = []
+        self._closing: list[tuple[Connection, CloseCode, str]] = []  # decided, done at the next flush
         self._watch: set[str] = set()  # sessions with a pending deadline (grace or expiry)
         self._ids = itertools.count(1)
         self._limits = Limits(
@@ -151,18 +146,12 @@ class Node:
         if verdict is not Verdict.OK:
             self._rate_limited(conn, verdict)
             return
-        conn.told_rate_limited = False
-        if len(data) > self.config.max_message_bytes:
-            self._error(
-                conn,
-                ErrorCode.TOO_LARGE,
-                f"message of {len(data)} bytes exceeds the limit of {self.config.max_message_bytes}",
-            )
-            return
+        if not conn.bucket.excess:  # back under the rate: a later drop is told again
+            conn.told_rate_limited = False
         try:
-            msg = decode_client(data)
-        except DecodeFailure as exc:
-            self._error(conn, exc.code, str(exc), exc.rid, exc.session)
+            msg = decode_client(data, self.config.max_message_bytes)
+        except ProtocolError as exc:
+            self._refuse(conn, exc)
             return
         self.stats.messages_in[msg.__struct_config__.tag] += 1  # type: ignore[index]
         if type(msg) is TimeRequest:
@@ -170,11 +159,26 @@ class Node:
             return
         try:
             self._handlers[type(msg)](conn, msg, now)
-        except (_Reject, SessionError) as exc:
-            self._error(conn, exc.code, str(exc), msg.rid, getattr(msg, "session", None))  # type: ignore[union-attr]
+        except ProtocolError as exc:
+            exc.rid = msg.rid  # type: ignore[union-attr]
+            exc.session = getattr(msg, "session", None)
+            self._refuse(conn, exc)
+
+    def too_large(self, conn: Connection, size: int) -> None:
+        """A (fragmented) message passed the size limit before it was complete: refuse it unread."""
+        if conn.closing:
+            return
+        self.stats.frames_in += 1
+        limit = self.config.max_message_bytes
+        self._refuse(conn, ProtocolError(ErrorCode.TOO_LARGE, f"message over {size} bytes, limit {limit}"))
+
+    def protocol_error(self, conn: Connection, reason: str) -> None:
+        """The transport saw broken WebSocket framing: close with 1002."""
+        self._close(conn, CloseCode.PROTOCOL_ERROR, reason)
 
     def disconnect(self, conn: Connection) -> None:
-        """Transport gone: participants stay for the grace period, shown as disconnected."""
+        """Transport gone, or closed by the server: participants stay for the grace period,
+        shown as disconnected, and nothing more is queued for this connection."""
         if self.conns.pop(conn.id, None) is None:
             return
         conn.closing = True
@@ -217,6 +221,10 @@ class Node:
 
     def flush(self) -> None:
         """Send each dirty receiver everything it got this turn as one frame."""
+        if self._closing:
+            closing, self._closing = self._closing, []
+            for conn, code, reason in closing:
+                self._finish_close(conn, code, reason)
         dirty, self._dirty = self._dirty, []
         cache: dict[tuple[bytes, ...], bytes] = {}
         stats = self.stats
@@ -246,9 +254,9 @@ class Node:
         if sid is None:
             sid = self._new_session_id()
         elif sid in self.sessions:
-            raise _Reject(ErrorCode.SESSION_EXISTS, f"session {sid!r} already exists")
+            raise ProtocolError(ErrorCode.SESSION_EXISTS, f"session {sid!r} already exists")
         if len(self.sessions) >= self.config.max_sessions:
-            raise _Reject(ErrorCode.TOO_MANY_SESSIONS, "the server is at its session limit")
+            raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "the server is at its session limit")
         settings = msgspec.structs.replace(msg.settings, session_id=sid)
         session = Session(sid, settings, now, self.config.session)
         self.sessions[sid] = session
@@ -261,9 +269,9 @@ class Node:
     def _join(self, conn: Connection, msg: Join, now: float) -> None:
         session = self.sessions.get(msg.session)
         if session is None:
-            raise _Reject(ErrorCode.SESSION_NOT_FOUND, f"no session {msg.session!r}")
+            raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, f"no session {msg.session!r}")
         if msg.session in conn.sessions:
-            raise _Reject(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
+            raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
         self._check_room(conn)
         self._check_meta(msg.meta)
         if msg.resume is not None:
@@ -348,19 +356,21 @@ class Node:
         pid = conn.sessions.get(sid)
         session = self.sessions.get(sid)
         if pid is None or session is None:
-            raise _Reject(ErrorCode.NOT_IN_SESSION, f"not joined to session {sid!r}")
+            raise ProtocolError(ErrorCode.NOT_IN_SESSION, f"not joined to session {sid!r}")
         return session, pid
 
     def _check_room(self, conn: Connection) -> None:
         if len(conn.sessions) >= self.config.max_sessions_per_connection:
-            raise _Reject(
+            raise ProtocolError(
                 ErrorCode.TOO_MANY_SESSIONS,
                 f"at most {self.config.max_sessions_per_connection} sessions per connection",
             )
 
     def _check_meta(self, meta: dict[str, object]) -> None:
         if len(msgspec.json.encode(meta)) > self.config.max_meta_bytes:
-            raise _Reject(ErrorCode.INVALID_MESSAGE, f"meta is limited to {self.config.max_meta_bytes} bytes")
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE, f"meta is limited to {self.config.max_meta_bytes} bytes"
+            )
 
     def _new_session_id(self) -> str:
         while True:
@@ -398,6 +408,8 @@ class Node:
             targets = [c for pid, c in members.items() if pid != skip] if skip else members.values()
         data, state = item.data, item.state
         for conn in targets:
+            if conn.closing:
+                continue
             box = conn.outbox
             ok = box.push_state(data, state) if state is not None else box.push(data)
             if not ok:
@@ -406,6 +418,8 @@ class Node:
                 self._mark(conn)
 
     def _private(self, conn: Connection, msg: msgspec.Struct) -> None:
+        if conn.closing:
+            return
         if not conn.outbox.push(encode(msg)):
             self._slow(conn)
         elif not conn.dirty:
@@ -415,16 +429,10 @@ class Node:
         if rid is not None:
             self._private(conn, Ack(rid=rid, seq=seq))
 
-    def _error(
-        self,
-        conn: Connection,
-        code: ErrorCode,
-        message: str,
-        rid: int | None = None,
-        session: str | None = None,
-    ) -> None:
-        self.stats.errors[code.value] += 1
-        self._private(conn, Error(code=code, message=message, rid=rid, session=session))
+    def _refuse(self, conn: Connection, exc: ProtocolError) -> None:
+        """The one refusal path: count it and tell the sender, with its request's rid/session."""
+        self.stats.errors[exc.code.value] += 1
+        self._private(conn, Error(code=exc.code, message=str(exc), rid=exc.rid, session=exc.session))
 
     def _rate_limited(self, conn: Connection, verdict: Verdict) -> None:
         if verdict is Verdict.ABUSE:
@@ -432,29 +440,44 @@ class Node:
             self._close(conn, CloseCode.POLICY_VIOLATION, "flooding after rate-limit errors")
         elif not conn.told_rate_limited:
             conn.told_rate_limited = True
-            self._error(
+            rate = self.config.rate_per_second
+            self._refuse(
                 conn,
-                ErrorCode.RATE_LIMITED,
-                f"over {self.config.rate_per_second:g} messages/s; messages are being dropped",
+                ProtocolError(
+                    ErrorCode.RATE_LIMITED, f"over {rate:g} messages/s; messages are being dropped"
+                ),
             )
         else:
             self.stats.errors[ErrorCode.RATE_LIMITED.value] += 1
 
     def _slow(self, conn: Connection) -> None:
+        if conn.closing:
+            return
         self.stats.slow_closes += 1
         self._close(conn, CloseCode.SLOW_CONSUMER, "receiver too slow; reconnect and resume")
 
     def _close(self, conn: Connection, code: CloseCode, reason: str) -> None:
         """Close with `code`; what is already queued (e.g. the error that explains it) goes first,
-        unless the queue itself is the problem (slow consumer)."""
-        if not conn.closing:
-            conn.closing = True
-            if code is not CloseCode.SLOW_CONSUMER and not conn.outbox.paused:
-                frame = conn.outbox.take()
-                if frame is not None:
-                    conn.sink.send_frame(frame)
-            conn.outbox.clear()
-            conn.sink.close(int(code), reason)
+        unless the queue itself is the problem (slow consumer). From this moment nothing more is
+        queued for the connection; at the next flush it is gone for the node (not counted, shown
+        as dropped) and the transport has only the close handshake left to do."""
+        if conn.closing:
+            return
+        conn.closing = True
+        if code is CloseCode.SLOW_CONSUMER:
+            conn.outbox.clear()  # the backlog is the problem: none of it will be sent
+        self._closing.append((conn, code, reason))
+        self.schedule_flush()
+
+    def _finish_close(self, conn: Connection, code: CloseCode, reason: str) -> None:
+        """Done at flush, not inside a fan-out loop, so the drop's presence update follows
+        everything the session produced before the close decision."""
+        if not conn.outbox.paused:
+            frame = conn.outbox.take()
+            if frame is not None:
+                conn.sink.send_frame(frame)
+        self.disconnect(conn)
+        conn.sink.close(int(code), reason)
 
     def _mark(self, conn: Connection) -> None:
         conn.dirty = True

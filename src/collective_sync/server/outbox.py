@@ -80,4 +80,5 @@ class Outbox:
 
     def clear(self) -> None:
         self._queue.clear()
+        self._coalesced.clear()
         self._queued_bytes = 0

@@ -12,22 +12,35 @@ class Verdict(Enum):
 
 
 class TokenBucket:
-    """`rate` tokens/s up to `burst`; rejected messages still draw tokens into debt, and a debt
-    of `burst` more means the sender ignores rate-limit errors, which is abuse."""
+    """`rate` tokens/s up to `burst`; a message is served when a whole token is there.
 
-    __slots__ = ("_last", "_tokens", "burst", "rate")
+    A dropped message takes nothing from the bucket, so a sender that is back under the rate is
+    served again at once (no debt to pay off). Dropped messages fill a second bucket that drains
+    at `rate`: more than `burst` drops beyond what the rate would have allowed means the sender
+    ignores rate-limit errors, which is abuse.
+    """
+
+    __slots__ = ("_dropped", "_last", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, now: float):
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
+        self._dropped = 0.0
         self._last = now
 
+    @property
+    def excess(self) -> bool:
+        """Dropped messages not yet paid off by time under the rate."""
+        return self._dropped > 0.0
+
     def take(self, now: float) -> Verdict:
-        elapsed = now - self._last
-        self._last = now
-        tokens = min(self.burst, self._tokens + elapsed * self.rate) - 1.0
-        self._tokens = tokens
-        if tokens >= 0:
+        refill = max(0.0, now - self._last) * self.rate
+        self._last = max(self._last, now)
+        self._tokens = min(float(self.burst), self._tokens + refill)
+        self._dropped = max(0.0, self._dropped - refill)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
             return Verdict.OK
-        return Verdict.ABUSE if tokens < -self.burst else Verdict.DROP
+        self._dropped += 1.0
+        return Verdict.ABUSE if self._dropped > self.burst else Verdict.DROP

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from ..engine.state import PARTICIPANT_ROOT, StateDoc, StateError
-from ..protocol.errors import ErrorCode
+from ..engine.state import PARTICIPANT_ROOT, StateDoc
+from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.messages import (
     VALIDATED_CONTROL_EVENTS,
     ControlOut,
@@ -31,12 +31,6 @@ from ..protocol.messages import (
 )
 
 SERVER_ID = "server"
-
-
-class SessionError(Exception):
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -133,7 +127,7 @@ class Session:
                 p.conn, p.dropped_at = conn, None
                 outs = [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
                 return p, outs
-        raise SessionError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
+        raise ProtocolError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
 
     def drop(self, pid: str, now: float) -> list[Out]:
         """Connection lost: keep the participant for the grace period, shown as disconnected."""
@@ -198,7 +192,7 @@ class Session:
         self._require_leader(pid)
         heir = self.participants.get(to)
         if heir is None or heir.conn is None or heir.role != "participant":
-            raise SessionError(ErrorCode.INVALID_TARGET, "handover needs a connected participant")
+            raise ProtocolError(ErrorCode.INVALID_TARGET, "handover needs a connected participant")
         old = self.participants[pid]
         old.role, heir.role = "participant", "leader"
         self.leader = to
@@ -223,7 +217,7 @@ class Session:
             try:
                 payload = msgspec.to_builtins(msgspec.convert(payload, schema))
             except msgspec.ValidationError as exc:
-                raise SessionError(ErrorCode.INVALID_MESSAGE, f"{event} payload: {exc}") from None
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"{event} payload: {exc}") from None
         if event == "playout_delay":  # late joiners must learn the session's current D
             self.settings = msgspec.structs.replace(self.settings, playout_delay=payload["delay"])
         self.seq += 1
@@ -235,12 +229,9 @@ class Session:
         """Validate the whole update, merge it last-writer-wins, broadcast what won."""
         p = self.participants[pid]
         if p.role == "observer":
-            raise SessionError(ErrorCode.FORBIDDEN, "observers cannot write state")
+            raise ProtocolError(ErrorCode.FORBIDDEN, "observers cannot write state")
         self._check_time(at, now)
-        try:
-            self.state.validate(changes, pid, p.role == "leader")
-        except StateError as exc:
-            raise SessionError(exc.code, str(exc)) from None
+        self.state.validate(changes, pid, p.role == "leader")
         won = self.state.apply(changes, at, pid)
         if not won:
             return []
@@ -259,13 +250,13 @@ class Session:
 
     def _require_leader(self, pid: str) -> None:
         if pid != self.leader:
-            raise SessionError(ErrorCode.NOT_LEADER, "only the session leader may do this")
+            raise ProtocolError(ErrorCode.NOT_LEADER, "only the session leader may do this")
 
     def _check_time(self, at: float | None, now: float) -> float:
         if at is None:
             return now
         if abs(at - now) > self.limits.max_clock_skew:
-            raise SessionError(ErrorCode.BAD_TIMESTAMP, f"`at` is {at - now:+.3f} s from server time")
+            raise ProtocolError(ErrorCode.BAD_TIMESTAMP, f"`at` is {at - now:+.3f} s from server time")
         return at
 
     def _new_id(self) -> str:

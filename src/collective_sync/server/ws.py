@@ -7,6 +7,7 @@ avoid a task and a queue per connection, which is what dominates fan-out cost in
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from http import HTTPStatus
 
@@ -14,10 +15,15 @@ import picows
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
 from ..protocol.errors import CloseCode
-from .http import HttpApi
+from .http import SECURITY_HEADERS, HttpApi, response_headers
 from .node import Connection, Node
+from .tcp import RequestGate
 
+# Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
+_picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
 WS_PATH = "/ws"
+PING_IDLE = 15.0  # seconds without traffic before the server pings
+PING_REPLY = 10.0  # seconds a ping may wait for its pong before the connection is closed
 
 
 class _Peer(WSListener):
@@ -46,30 +52,45 @@ class _Peer(WSListener):
         conn = self.conn
         assert conn is not None
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            if frame.fin:
+            if self._fragments is not None:
+                self.node.protocol_error(conn, "a new message inside a fragmented one")
+            elif frame.fin:
                 self.node.receive(conn, frame.get_payload_as_bytes())
             else:
                 self._fragments = [frame.get_payload_as_bytes()]
                 self._fragments_size = frame.payload_size
+                self._check_fragments(conn)
         elif kind is WSMsgType.CONTINUATION:
             self._continue(conn, frame)
         elif kind is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
+            code = frame.get_close_code()
+            transport.send_close(code if code != picows.WSCloseCode.NO_INFO else picows.WSCloseCode.OK)
             transport.disconnect()
 
     def _continue(self, conn: Connection, frame: WSFrame) -> None:
-        """Reassemble a fragmented message, refusing it once it passes the size limit."""
+        """Reassemble a fragmented message; past the size limit, refuse it and skip the rest."""
         if self._fragments is None:
+            if self._fragments_size < 0:  # the rest of a message already refused as too large
+                self._fragments_size = 0 if frame.fin else -1
+                return
+            self.node.protocol_error(conn, "a continuation frame without a message to continue")
             return
         self._fragments_size += frame.payload_size
-        if self._fragments_size > self.node.config.max_message_bytes:
-            self._fragments = None
-            self.node.receive(conn, b" " * (self.node.config.max_message_bytes + 1))
-            return
         self._fragments.append(frame.get_payload_as_bytes())
+        if self._check_fragments(conn):
+            return
         if frame.fin:
             data, self._fragments = b"".join(self._fragments), None
+            self._fragments_size = 0
             self.node.receive(conn, data)
+
+    def _check_fragments(self, conn: Connection) -> bool:
+        """True (and the message refused) once the fragments so far pass the size limit."""
+        if self._fragments_size <= self.node.config.max_message_bytes:
+            return False
+        self.node.too_large(conn, self._fragments_size)
+        self._fragments, self._fragments_size = None, -1
+        return True
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.conn is not None:
@@ -92,6 +113,7 @@ class _Peer(WSListener):
             t.send(WSMsgType.TEXT, frame)
 
     def close(self, code: int, reason: str) -> None:
+        """Close frame, then a lingering close (tcp.py), so the peer gets to read the code."""
         if self.transport is not None:
             self.transport.send_close(code, reason.encode())  # type: ignore[arg-type]
             self.transport.disconnect()
@@ -110,19 +132,37 @@ class WsServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the bound port (port 0 picks a free one)."""
-        self._loop = asyncio.get_running_loop()
-        limit = self.node.config.max_message_bytes
-        self._server = await picows.ws_create_server(
-            self._route,
-            host,
-            port,
-            max_frame_size=max(16 * limit, 1 << 20),
-            enable_auto_ping=True,
-            auto_ping_idle_timeout=15,
-            auto_ping_reply_timeout=10,
+        self._loop = loop = asyncio.get_running_loop()
+        config = self.node.config
+        limit = config.max_message_bytes
+        logger = logging.getLogger("picows.server")
+
+        def websocket() -> asyncio.BaseProtocol:
+            # The arguments of picows.ws_create_server, which builds the same protocol; we build
+            # it ourselves to put the request gate and the lingering close around it (tcp.py).
+            return _picows_protocol(
+                None,
+                None,
+                False,
+                self._route,
+                logger,
+                True,  # disconnect_on_exception: a bug in a handler closes that connection (1011)
+                config.handshake_timeout,
+                True,  # enable_auto_ping
+                PING_IDLE,
+                PING_REPLY,
+                picows.WSAutoPingStrategy.PING_WHEN_IDLE,
+                True,  # enable_auto_pong
+                max(16 * limit, 1 << 20),  # max_frame_size: beyond it, close 1009 unread
+                None,
+                16 * 1024,
+            )
+
+        self._server = await loop.create_server(
+            lambda: RequestGate(websocket, self._head, config.close_linger), host, port
         )
         self._tick()
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -139,12 +179,20 @@ class WsServer:
         if path == WS_PATH:
             return _Peer(self.node)
         resp = self.http.handle(path, query)
-        headers = {"Content-Type": resp.content_type, "Cache-Control": "no-store"}
+        headers = response_headers(resp)
         if resp.status == HTTPStatus.OK:
             response = picows.WSUpgradeResponse.create_ok_response(resp.body, headers)
         else:
             response = picows.WSUpgradeResponse.create_error_response(resp.status, resp.body, headers)
         return picows.WSUpgradeResponseWithListener(response, None)
+
+    def _head(self, target: str) -> tuple[int, dict[str, str], int]:
+        """HEAD: GET's status and headers, without the body."""
+        path, _, query = target.partition("?")
+        if path == WS_PATH:
+            return 426, {"Upgrade": "websocket", **SECURITY_HEADERS}, 0
+        resp = self.http.handle(path, query)
+        return resp.status, response_headers(resp), len(resp.body)
 
     def _schedule_flush(self) -> None:
         assert self._loop is not None

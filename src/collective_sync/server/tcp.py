@@ -1,0 +1,147 @@
+"""What happens on a connection before picows takes it and after it lets go of it.
+
+picows (the WebSocket layer) answers only GET and closes a socket the moment it decides to: a
+peer that is still sending then gets a TCP reset, and a reset makes its kernel discard the close
+frame we sent before the peer could read it (the client sees 1006 instead of our 1008/1009/4002).
+Both are TCP-level matters no WebSocket library here handles, so this module does them:
+
+- `RequestGate` reads the first bytes of a connection. GET goes to picows unchanged (upgrade or
+  plain HTTP); HEAD is answered here with GET's headers and no body; any other method gets 405.
+- `LingeringTransport` is the transport picows writes to. Its `close()` (picows calls it after
+  queueing a close frame) does not drop the socket: it half-closes it once the close frame is
+  written (FIN), discards whatever the peer still sends, and drops the socket when the peer
+  closes its side or after `linger` seconds, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, cast
+
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers of a HEAD or refused request
+METHOD_WAIT = 10.0  # seconds a connection may take to send its request line
+
+
+class LingeringTransport:
+    """Wraps an asyncio transport; everything passes through except `close`."""
+
+    def __init__(self, transport: asyncio.Transport, linger: float):
+        self._transport = transport
+        self._linger = linger
+        self._lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        t = self._transport
+        if self._lingering or t.is_closing():
+            return
+        self._lingering = True
+        drain = _Drain(t.get_protocol())
+        t.set_protocol(drain)
+        drain.timer = asyncio.get_running_loop().call_later(self._linger, t.abort)
+        try:
+            t.write_eof()  # FIN after everything queued (the close frame) is written
+        except (OSError, RuntimeError):
+            t.abort()
+
+
+class _Drain(asyncio.Protocol):
+    """Reads and discards what a closed connection's peer still sends, until it closes too."""
+
+    def __init__(self, inner: asyncio.BaseProtocol):
+        self.inner = inner
+        self.timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the peer has closed its side: close ours (after our pending writes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.inner.connection_lost(exc)
+
+
+HeadHandler = Callable[[str], tuple[int, dict[str, str], int]]
+
+
+class RequestGate(asyncio.Protocol):
+    """First protocol of every connection: routes it by HTTP method, then steps aside."""
+
+    def __init__(
+        self,
+        websocket: Callable[[], asyncio.BaseProtocol],
+        head: HeadHandler,
+        linger: float,
+    ):
+        self._websocket = websocket
+        self._head = head
+        self._linger = linger
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self._transport = t = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(METHOD_WAIT, t.abort)
+
+    def data_received(self, data: bytes) -> None:
+        t = self._transport
+        assert t is not None
+        self._buffer += data
+        space = self._buffer.find(b" ")
+        if space < 0:
+            if len(self._buffer) > 16:
+                self._reply(HTTPStatus.BAD_REQUEST, {})
+            return
+        if self._buffer[:space] == b"GET":
+            self._hand_over(t)
+            return
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                self._reply(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {})
+            return
+        request_line = bytes(self._buffer[: self._buffer.find(b"\r\n")]).split(b" ")
+        if request_line[0] != b"HEAD" or len(request_line) != 3:
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
+            return
+        status, headers, length = self._head(request_line[1].decode("latin-1"))
+        self._reply(HTTPStatus(status), headers, length)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _hand_over(self, t: asyncio.Transport) -> None:
+        """Give the connection, and the bytes read so far, to picows."""
+        if self._timer is not None:
+            self._timer.cancel()
+        ws: Any = self._websocket()
+        t.set_protocol(ws)
+        ws.connection_made(LingeringTransport(t, self._linger))
+        data = memoryview(bytes(self._buffer))
+        while data:  # picows is a buffered protocol: it lends us its buffer to fill
+            buf = ws.get_buffer(len(data))
+            n = min(len(buf), len(data))
+            buf[:n] = data[:n]
+            ws.buffer_updated(n)
+            data = data[n:]
+
+    def _reply(self, status: HTTPStatus, headers: dict[str, str], length: int = 0) -> None:
+        """A body-less response, then close (lingering, as the peer may still be sending)."""
+        t = self._transport
+        assert t is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Content-Length: {length}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        t.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        LingeringTransport(t, self._linger).close()
