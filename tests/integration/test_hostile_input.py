@@ -61,11 +61,11 @@ async def test_invalid_utf8_anywhere_is_malformed(server, bad: bytes, text: bool
 
 
 async def test_escaped_lone_surrogates_are_refused_and_pairs_accepted(server) -> None:
-    raw, sid, me = await session_with(server.url)
-    lone = '{"type":"meta","session":"%s","meta":{"n":"\\ud800"},"rid":2}' % sid
+    raw, sid, _me = await session_with(server.url)
+    lone = f'{{"type":"meta","session":"{sid}","meta":{{"n":"\\ud800"}},"rid":2}}'
     await raw.send(lone)
     assert (await raw.error())["code"] == "malformed"
-    pair = '{"type":"meta","session":"%s","meta":{"n":"\\ud83d\\ude00"},"rid":3}' % sid
+    pair = f'{{"type":"meta","session":"{sid}","meta":{{"n":"\\ud83d\\ude00"}},"rid":3}}'
     await raw.send(pair)
     assert (await raw.expect("ack", rid=3))["rid"] == 3
 
@@ -78,19 +78,19 @@ def nested(depth: int, leaf: str = "1") -> str:
 async def test_nesting_limit(server) -> None:
     raw, sid, _ = await session_with(server.url)
     # The message object is level 1, `payload` level 2: MAX_DEPTH - 1 arrays reach the limit exactly.
-    ok = '{"type":"control","session":"%s","event":"x","payload":%s,"rid":2}' % (sid, nested(MAX_DEPTH - 1))
+    ok = f'{{"type":"control","session":"{sid}","event":"x","payload":{nested(MAX_DEPTH - 1)},"rid":2}}'
     await raw.send(ok)
     assert (await raw.expect("ack", rid=2))["seq"] == 1
     for depth in (MAX_DEPTH, 1_000, 30_000):
         for field in ("payload", "meta"):
             kind = "control" if field == "payload" else "meta"
-            value = nested(depth) if field == "payload" else '{"a":%s}' % nested(depth - 1)
-            frame = '{"type":"%s","session":"%s","event":"x","%s":%s,"rid":3}' % (kind, sid, field, value)
+            value = nested(depth) if field == "payload" else f'{{"a":{nested(depth - 1)}}}'
+            frame = f'{{"type":"{kind}","session":"{sid}","event":"x","{field}":{value},"rid":3}}'
             await raw.send(frame)
             err = await raw.error()
             assert err["code"] == "malformed", (depth, field, err)
     # Brackets inside strings are text, not structure.
-    text = '{"type":"control","session":"%s","event":"x","payload":"%s","rid":4}' % (sid, "[{" * 5000)
+    text = '{{"type":"control","session":"{}","event":"x","payload":"{}","rid":4}}'.format(sid, "[{" * 5000)
     await raw.send(text)
     assert (await raw.expect("ack", rid=4))["seq"] == 2
 
@@ -136,7 +136,7 @@ async def test_deleted_paths_do_not_count_toward_the_key_limit(server) -> None:
 
 
 async def test_huge_frame_close_code_reaches_a_peer_that_keeps_writing(server) -> None:
-    raw, sid, _ = await session_with(server.url)
+    raw, _sid, _ = await session_with(server.url)
     await raw.send("x" * (20 << 20))  # 20 MiB: the server refuses it from its header, unread
     assert await raw.closed(10) == 1009
 
