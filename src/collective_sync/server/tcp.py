@@ -20,8 +20,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
 
-MAX_HEAD_BYTES = 16 * 1024  # request line + headers of a HEAD or refused request
-METHOD_WAIT = 10.0  # seconds a connection may take to send its request line
+MAX_HEAD_BYTES = 16 * 1024  # request line + headers of a HEAD or refused request (as picows' limit)
 
 
 class LingeringTransport:
@@ -79,10 +78,12 @@ class RequestGate(asyncio.Protocol):
         websocket: Callable[[], asyncio.BaseProtocol],
         head: HeadHandler,
         linger: float,
+        timeout: float,
     ):
         self._websocket = websocket
         self._head = head
         self._linger = linger
+        self._timeout = timeout  # for the request head (picows restarts it for a GET)
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -90,7 +91,7 @@ class RequestGate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods
         self._transport = t = cast(asyncio.Transport, transport)
-        self._timer = asyncio.get_running_loop().call_later(METHOD_WAIT, t.abort)
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, t.abort)
 
     def data_received(self, data: bytes) -> None:
         t = self._transport

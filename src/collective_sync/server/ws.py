@@ -159,7 +159,9 @@ class WsServer:
             )
 
         self._server = await loop.create_server(
-            lambda: RequestGate(websocket, self._head, config.close_linger), host, port
+            lambda: RequestGate(websocket, self._head, config.close_linger, config.handshake_timeout),
+            host,
+            port,
         )
         self._tick()
         return int(self._server.sockets[0].getsockname()[1])
