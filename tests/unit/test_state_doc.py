@@ -123,7 +123,7 @@ def test_deleted_paths_free_their_room() -> None:
         doc.apply(paths, at=float(round_), writer="p")
         doc.apply(dict.fromkeys(paths), at=round_ + 0.5, writer="p")
     assert doc.values == {}
-    assert len(doc.tombstones) <= 2 * doc.max_keys  # bounded however long the session runs
+    assert doc.tombstone_count == sum(map(len, doc.tombstones.values())) <= 2 * doc.max_keys  # bounded
 
 
 def test_forgotten_tombstones_still_beat_stale_writes_in_their_area_only() -> None:
@@ -132,7 +132,21 @@ def test_forgotten_tombstones_still_beat_stale_writes_in_their_area_only() -> No
     doc.apply({"participants.pa.old": None}, at=5.0, writer="pa")
     for i in range(4):  # churn pushes the first tombstone out
         doc.apply({f"participants.pa.k{i}": None}, at=6.0 + i, writer="pa")
-    assert "participants.pa.old" not in doc.tombstones
+    assert "participants.pa.old" not in doc.tombstones["participants.pa"]
     assert doc.apply({"participants.pa.old": 7}, at=2.0, writer="pa") == {}  # older than what was forgotten
     assert doc.apply({"participants.pb.x": 7}, at=2.0, writer="pb") == {"participants.pb.x": 7}  # other area
     assert doc.apply({"geometry.R": 1}, at=0.5, writer="lead") == {"geometry.R": 1}
+
+
+def test_churn_in_one_area_does_not_raise_another_areas_floor() -> None:
+    doc = StateDoc(max_keys=2)
+    doc.apply({"geometry.old": 1}, at=1.0, writer="lead")
+    doc.apply({"geometry.old": None}, at=2.0, writer="lead")  # the leader's one tombstone
+    for i in range(20):  # a participant churns through its own paths
+        doc.apply({f"participants.pa.k{i}": 1}, at=10.0 + i, writer="pa")
+        doc.apply({f"participants.pa.k{i}": None}, at=10.5 + i, writer="pa")
+    assert doc.tombstone_count <= 2 * doc.max_keys
+    assert doc.tombstones["geometry"] == {"geometry.old": (2.0, "lead")}  # untouched
+    assert "geometry" not in doc.floors
+    assert doc.apply({"geometry.fresh": 1}, at=3.0, writer="lead") == {"geometry.fresh": 1}
+    assert doc.apply({"participants.pa.k0": 1}, at=9.0, writer="pa") == {}  # the churner's own floor

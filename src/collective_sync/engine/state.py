@@ -62,17 +62,20 @@ class StateDoc:
     """Authoritative document of one session. `version` grows by one per accepted update.
 
     A deleted path leaves a tombstone (its winning stamp) so that an older write cannot bring it
-    back. Tombstones do not count toward `max_keys`; they are kept in deletion order, at most
-    `2 * max_keys` of them: the oldest beyond that is forgotten and its stamp raises the floor of
-    its writer's area (a leader root, or one participant's area), below which a write to a path
-    without a stamp loses. Forgetting never lets a stale write win, and a writer that churns
-    through paths only raises the floor of the area it may write itself.
+    back. Tombstones do not count toward `max_keys`; they are kept per writer's area (a leader
+    root, or one participant's area) in deletion order, at most `2 * max_keys` in all. Beyond
+    that, the oldest tombstone of the area holding the most is forgotten and its stamp raises
+    that area's floor, below which a write to a path without a stamp loses. Forgetting never lets
+    a stale write win, and a writer that churns through paths pays with its own area's floor.
     """
 
     max_keys: int = 4096
     values: dict[str, Any] = field(default_factory=dict)
     stamps: dict[str, Stamp] = field(default_factory=dict)  # winning stamp of every live path
-    tombstones: dict[str, Stamp] = field(default_factory=dict)  # deleted paths, oldest first
+    tombstones: dict[str, dict[str, Stamp]] = field(default_factory=dict)  # area -> path -> stamp
+    tombstone_count: int = 0
+    # The area that last grew past the others' tombstone counts: the churner, found in O(1).
+    _crowded: str = ""
     floors: dict[str, Stamp] = field(default_factory=dict)  # area -> stamp of forgotten tombstones
     version: int = 0
     # Live leaves below each interior prefix, to reject leaf/parent conflicts in O(depth).
@@ -103,9 +106,10 @@ class StateDoc:
         stamp = (at, writer)
         won: dict[str, Any] = {}
         for path, value in changes.items():
-            old = (
-                self.stamps.get(path) or self.tombstones.get(path) or self.floors.get(_area(path), _NO_STAMP)
-            )
+            old = self.stamps.get(path)
+            if old is None:
+                area = _area(path)
+                old = self.tombstones.get(area, {}).get(path) or self.floors.get(area, _NO_STAMP)
             if stamp < old:
                 continue
             self._store(path, value, stamp)
@@ -124,9 +128,10 @@ class StateDoc:
             del self.values[path]
             del self.stamps[path]
             self._count(path, -1)
-        for path in [p for p in self.tombstones if p.startswith(start)]:
-            del self.tombstones[path]
+        self.tombstone_count -= len(self.tombstones.pop(prefix, {}))
         self.floors.pop(prefix, None)
+        if self._crowded == prefix:
+            self._crowded = max(self.tombstones, key=lambda a: len(self.tombstones[a]), default="")
         if gone:
             self.version += 1
         return dict.fromkeys(gone)
@@ -138,18 +143,33 @@ class StateDoc:
                 del self.values[path]
                 del self.stamps[path]
                 self._count(path, -1)
-            self.tombstones.pop(path, None)  # re-inserted at the end: deletion order
-            self.tombstones[path] = stamp
-            if len(self.tombstones) > 2 * self.max_keys:
-                oldest = next(iter(self.tombstones))
-                area = _area(oldest)
-                self.floors[area] = max(self.floors.get(area, _NO_STAMP), self.tombstones.pop(oldest))
+            self._bury(path, stamp)
         else:
             self.values[path] = value
             self.stamps[path] = stamp
-            self.tombstones.pop(path, None)
+            graves = self.tombstones.get(_area(path))
+            if graves is not None and graves.pop(path, None) is not None:
+                self.tombstone_count -= 1
             if not was_live:
                 self._count(path, +1)
+
+    def _bury(self, path: str, stamp: Stamp) -> None:
+        area = _area(path)
+        graves = self.tombstones.setdefault(area, {})
+        if graves.pop(path, None) is None:  # re-inserted at the end: deletion order
+            self.tombstone_count += 1
+        graves[path] = stamp
+        if len(graves) > len(self.tombstones.get(self._crowded, ())):
+            self._crowded = area
+        if self.tombstone_count > 2 * self.max_keys:
+            area = self._crowded
+            crowded = self.tombstones[area]
+            forgotten = crowded.pop(next(iter(crowded)))
+            self.tombstone_count -= 1
+            self.floors[area] = max(self.floors.get(area, _NO_STAMP), forgotten)
+            if not crowded:
+                del self.tombstones[area]
+                self._crowded = max(self.tombstones, key=lambda a: len(self.tombstones[a]), default="")
 
     def _count(self, path: str, delta: int) -> None:
         for prefix in _prefixes(path):

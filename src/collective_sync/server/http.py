@@ -47,9 +47,12 @@ class _SessionInfo(msgspec.Struct, rename="camel", omit_defaults=True):
     ceremony_type: str | None = None
 
 
+BASE_HEADERS = {"Cache-Control": "no-store", **SECURITY_HEADERS}  # on every HTTP response
+
+
 def response_headers(resp: HttpResponse) -> dict[str, str]:
-    """Headers of every HTTP response (GET and HEAD alike)."""
-    return {"Content-Type": resp.content_type, "Cache-Control": "no-store", **SECURITY_HEADERS}
+    """Headers of a response from this API (GET and HEAD alike)."""
+    return {"Content-Type": resp.content_type, **BASE_HEADERS}
 
 
 def _json(status: int, obj: object) -> HttpResponse:

@@ -30,6 +30,9 @@ class LingeringTransport:
         self._transport = transport
         self._linger = linger
         self._lingering = False
+        # Told when the close starts (whoever started it), so the connection stops counting
+        # then, not when the peer finally goes.
+        self.on_close: Callable[[], None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -39,6 +42,8 @@ class LingeringTransport:
         if self._lingering or t.is_closing():
             return
         self._lingering = True
+        if self.on_close is not None:
+            self.on_close()
         drain = _Drain(t.get_protocol())
         t.set_protocol(drain)
         drain.timer = asyncio.get_running_loop().call_later(self._linger, t.abort)
@@ -77,11 +82,13 @@ class RequestGate(asyncio.Protocol):
         self,
         websocket: Callable[[], asyncio.BaseProtocol],
         head: HeadHandler,
+        headers: dict[str, str],
         linger: float,
         timeout: float,
     ):
         self._websocket = websocket
         self._head = head
+        self._headers = headers  # on every response answered here
         self._linger = linger
         self._timeout = timeout  # for the request head (picows restarts it for a GET)
         self._buffer = bytearray()
@@ -143,6 +150,6 @@ class RequestGate(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Content-Length: {length}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in (self._headers | headers).items()]
         t.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         LingeringTransport(t, self._linger).close()

@@ -15,9 +15,9 @@ import picows
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
 from ..protocol.errors import CloseCode
-from .http import SECURITY_HEADERS, HttpApi, response_headers
+from .http import BASE_HEADERS, HttpApi, response_headers
 from .node import Connection, Node
-from .tcp import RequestGate
+from .tcp import LingeringTransport, RequestGate
 
 # Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
 _picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
@@ -40,6 +40,8 @@ class _Peer(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if isinstance(transport.underlying_transport, LingeringTransport):
+            transport.underlying_transport.on_close = self._closing
         config = self.node.config
         transport.underlying_transport.set_write_buffer_limits(high=config.write_high_water)
         if config.socket_send_buffer is not None:
@@ -91,6 +93,12 @@ class _Peer(WSListener):
         self.node.too_large(conn, self._fragments_size)
         self._fragments, self._fragments_size = None, -1
         return True
+
+    def _closing(self) -> None:
+        """The close handshake started (either side, or picows itself, e.g. 1009): the node lets
+        go of the connection now rather than when the peer finally closes."""
+        if self.conn is not None:
+            self.node.disconnect(self.conn)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.conn is not None:
@@ -159,7 +167,9 @@ class WsServer:
             )
 
         self._server = await loop.create_server(
-            lambda: RequestGate(websocket, self._head, config.close_linger, config.handshake_timeout),
+            lambda: RequestGate(
+                websocket, self._head, BASE_HEADERS, config.close_linger, config.handshake_timeout
+            ),
             host,
             port,
         )
@@ -179,7 +189,13 @@ class WsServer:
         target = request.path.decode("latin-1")
         path, _, query = target.partition("?")
         if path == WS_PATH:
-            return _Peer(self.node)
+            if request.headers.get("upgrade", "").lower() == "websocket":
+                upgrade = picows.WSUpgradeResponse.create_101_response(BASE_HEADERS)
+                return picows.WSUpgradeResponseWithListener(upgrade, _Peer(self.node))
+            refusal = picows.WSUpgradeResponse.create_error_response(
+                HTTPStatus.UPGRADE_REQUIRED, b"a WebSocket endpoint", {"Upgrade": "websocket", **BASE_HEADERS}
+            )
+            return picows.WSUpgradeResponseWithListener(refusal, None)
         resp = self.http.handle(path, query)
         headers = response_headers(resp)
         if resp.status == HTTPStatus.OK:
@@ -192,7 +208,7 @@ class WsServer:
         """HEAD: GET's status and headers, without the body."""
         path, _, query = target.partition("?")
         if path == WS_PATH:
-            return 426, {"Upgrade": "websocket", **SECURITY_HEADERS}, 0
+            return 426, {"Upgrade": "websocket"}, 0
         resp = self.http.handle(path, query)
         return resp.status, response_headers(resp), len(resp.body)
 
