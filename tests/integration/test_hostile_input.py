@@ -213,3 +213,16 @@ async def test_security_headers_on_every_response(server) -> None:
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer"
         assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("token", ["é", "\\u00e9", "a b", "x" * 129])
+async def test_resume_token_outside_its_alphabet_is_invalid_message(server, token: str) -> None:
+    """Found by the fuzzer: a non-ASCII token used to crash the join (1011)."""
+    _raw, sid, _ = await session_with(server.url)
+    other = await Raw.open(server.url)
+    frame = f'{{"type":"join","session":"{sid}","name":"x","resume":"{token}","rid":4}}'
+    await other.send(frame)
+    err = await other.error()
+    assert (err["code"], err["rid"]) == ("invalid_message", 4)
+    wrong = await other.request({"type": "join", "session": sid, "name": "x", "resume": "A" * 24}, rid=5)
+    assert wrong["code"] == "resume_failed"  # well-formed but unknown: still the documented refusal

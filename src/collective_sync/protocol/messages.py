@@ -100,7 +100,7 @@ class Join(_Msg, tag="join"):
     role: JoinRole = "participant"
     meta: dict[str, Any] = {}
     # Reclaims a dropped participant (same id and role) within the grace period.
-    resume: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    resume: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
     # Highest control seq already seen; later ones still in history are replayed after `joined`.
     last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
 

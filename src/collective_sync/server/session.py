@@ -121,8 +121,9 @@ class Session:
 
     def resume(self, token: str, conn: str) -> tuple[Participant, list[Out]]:
         """Re-attach a participant (same id, role, area) that dropped or moved connection."""
+        given = token.encode()  # compare_digest refuses non-ASCII str; bytes compare any token
         for p in self.participants.values():
-            if secrets.compare_digest(p.token, token):
+            if secrets.compare_digest(p.token.encode(), given):
                 was_connected = p.conn is not None
                 p.conn, p.dropped_at = conn, None
                 outs = [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]

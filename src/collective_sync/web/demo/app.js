@@ -1,7 +1,8 @@
 // The collective GAA demo: create or join a session, steer or follow the engine, hear it in step.
 //
 // Everything timing-related is the SDK's: the disciplined network clock, playout at network time
-// (handed out 100 ms early so the audio thread can place each change on its exact sample), the
+// (handed to the audio thread as soon as the jitter buffer releases it, so that it can place each
+// change on its exact sample however busy this page's main thread is), the
 // GAA engine in an AudioWorklet. This file is the UI around it.
 //
 // URL parameters: `s` (session id; the invite link), `name` (join at once under this name), and,
@@ -13,8 +14,7 @@ import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/
 import { GaaPlayer } from '/gaa/player.js';
 import { ClockPanel } from './panel.js';
 
-const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread, at least
-const LEAD_MARGIN = 0.05; // beyond how far ahead the audio thread renders (timer slack)
+const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread until the audio starts
 const SEND_INTERVAL = 50; // ms between a leader's sends while dragging (20 Hz; the server allows 200/s)
 const POLARITY_PATHS = ['polarity.balance', 'polarity.light.amplitude', 'polarity.dark.amplitude'];
 const ERROR_TEXT = {
@@ -338,13 +338,13 @@ class App {
     }
   }
 
-  /** A change is due (LEAD seconds from now): to the audio thread at its instant, and to the UI. */
+  /** A change is released (its instant is up to D away): to the audio thread, and to the UI at its instant. */
   onApply({ kind, due, msg }) {
     let changes = null;
     if (kind === 'state') changes = msg.set;
     else if (msg.event === 'polarity_sync') changes = polarityChanges(msg.payload);
     if (!changes) return;
-    this.player?.apply(changes, due);
+    this.player?.apply(changes, due, kind === 'state' ? 0 : 1);
     const s = this.session;
     if (!s.isLeader) setTimeout(() => this.renderControls(s.applied), s.playout.lead * 1000); // at `due`
   }
@@ -370,11 +370,12 @@ class App {
   tick() {
     const c = this.client;
     const s = this.session;
-    const ahead = this.player?.renderAhead();
-    if (s && ahead !== null && ahead !== undefined) {
-      // Hand changes out early enough for this device's audio buffering (never past D: what
-      // arrives later than that is late whatever we do, and counted).
-      s.playout.lead = Math.min(s.playout.buffer.delay, Math.max(LEAD, ahead + LEAD_MARGIN));
+    if (s && this.player?.mapped) {
+      // Hand changes to the audio thread as early as possible: the worklet holds each until its
+      // instant, so the only deadline left is that the change reaches this page before the audio
+      // thread renders its instant (output latency plus buffering ahead of the speakers); a busy
+      // main thread (timers firing tens of ms late on a loaded machine) no longer makes it late.
+      s.playout.lead = s.playout.buffer.delay;
     }
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
     this.panel.render({ delay: s?.playout.buffer.delay, late });
