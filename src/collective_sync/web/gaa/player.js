@@ -12,6 +12,7 @@ import { RAMP } from './engine.js';
 
 const CLOCK_PERIOD_MS = 50; // how often an output timestamp is taken and the map refreshed
 const FIT_PAIRS = 200; // 10 s of output timestamps: headless and loaded machines jitter by ms
+const MAX_JUMPS = 200; // map refreshes remembered (10 s)
 
 export class GaaPlayer {
   /**
@@ -31,6 +32,9 @@ export class GaaPlayer {
     this.mapped = false;
     this.late = 0; // changes that reached the audio thread after their instant
     this.lastLate = null;
+    // How far each map refresh moved the time being played (s, at the refresh): a jittery output
+    // clock or a correcting network clock shows here, as a phase jump in every oscillator.
+    this.jumps = [];
     this.timer = null;
     this.meterBuffer = null;
   }
@@ -71,6 +75,11 @@ export class GaaPlayer {
     const net = this.client.network.toNetwork(local);
     const h = 0.1; // the disciplined clock is piecewise linear (slews): take its local rate
     const rate = (this.client.network.toNetwork(local + h) - net) / h / slope;
+    if (this.clock) {
+      const before = this.clock.net + (ctxTime - this.clock.ctx) * this.clock.rate;
+      this.jumps.push([ctxTime, net - before]);
+      if (this.jumps.length > MAX_JUMPS) this.jumps.shift();
+    }
     this.clock = { ctx: ctxTime, net, rate };
     this.node.port.postMessage({ type: 'clock', ...this.clock });
     if (!this.mapped) {
@@ -97,10 +106,12 @@ export class GaaPlayer {
   }
 
   /**
-   * Apply engine paths at network time `at`. A change that comes after the audio thread has
-   * rendered its instant starts on the next sample instead (ramped: late, never a click).
+   * Apply engine paths at network time `at` (`rank` orders changes due at the same instant:
+   * 0 state, 1 control). Hand it over any time before: the worklet holds it until its instant.
+   * A change that comes after the audio thread has rendered its instant starts on the next
+   * sample instead (ramped: late, never a click), and is counted.
    */
-  apply(changes, at) {
+  apply(changes, at, rank = 0) {
     if (!this.node) return;
     const earliest = this.renderingNetworkTime();
     if (earliest !== null && at < earliest) {
@@ -108,7 +119,7 @@ export class GaaPlayer {
       this.lastLate = { at, earliest, changes };
       at = earliest;
     }
-    this.node.port.postMessage({ type: 'apply', changes, at });
+    this.node.port.postMessage({ type: 'apply', changes, at, rank });
   }
 
   /** Output level now, in dBFS (RMS over the analyser's window). */

@@ -1,11 +1,12 @@
 // AudioWorklet processor running the GAA engine at network time.
 // The main thread tells it how context time maps to network time ({type: 'clock', ctx, net,
-// rate}) and sends state changes with their network instants ({type: 'apply', changes, at});
-// every sample is the engine evaluated at the network time it will be heard. Changes may arrive
-// any time before their instant: they wait in a queue (in instant order, state before control
-// on a tie) and are applied on the first sample at or after their instant, so a change handed
-// over early never cuts short a ramp still running before it.
+// rate}) and sends state changes with their network instants ({type: 'apply', changes, at,
+// rank}); every sample is the engine evaluated at the network time it will be heard. Changes may
+// arrive any time before their instant: they wait in a queue (in instant order, state before
+// control on a tie) and are applied on the first sample at or after their instant, so a change
+// handed over early never cuts short a ramp still running before it.
 import { Engine } from './engine.js';
+import { ChangeQueue } from './timeline.js';
 
 class GaaProcessor extends AudioWorkletProcessor {
   constructor(options) {
@@ -15,17 +16,11 @@ class GaaProcessor extends AudioWorkletProcessor {
     this.clock = opts.clock ?? { ctx: 0, net: 0, rate: 1 }; // network = net + (ctxTime - ctx) * rate
     // The state to start from (the steps as the reference engine applies them, all at once).
     for (const step of opts.timeline ?? []) this.engine.apply(step.changes, step.at);
-    this.queue = []; // [{at, rank, changes}] in (at, rank, arrival) order
+    this.queue = new ChangeQueue();
     this.port.onmessage = ({ data }) => {
-      if (data.type === 'apply') this.enqueue(data);
+      if (data.type === 'apply') this.queue.push(data.changes, data.at, data.rank);
       else if (data.type === 'clock') this.clock = data;
     };
-  }
-
-  enqueue({ changes, at, rank = 0 }) {
-    let i = this.queue.length;
-    while (i > 0 && (this.queue[i - 1].at > at || (this.queue[i - 1].at === at && this.queue[i - 1].rank > rank))) i--;
-    this.queue.splice(i, 0, { changes, at, rank });
   }
 
   process(_inputs, outputs) {
@@ -34,8 +29,7 @@ class GaaProcessor extends AudioWorkletProcessor {
     const { ctx, net, rate } = this.clock;
     for (let i = 0; i < frames; i++) {
       const t = net + ((currentFrame + i) / sampleRate - ctx) * rate;
-      while (this.queue.length && this.queue[0].at <= t) {
-        const step = this.queue.shift();
+      for (let step = this.queue.popDue(t); step; step = this.queue.popDue(t)) {
         this.engine.apply(step.changes, step.at);
       }
       const v = this.engine.sample(t);
