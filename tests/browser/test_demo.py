@@ -31,6 +31,9 @@ from collective_sync.protocol.messages import StateOut
 from collective_sync.server.config import ServerConfig
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+# The page's true time (wall clock) and network time, read in one turn of its event loop.
+CLOCK_READING = "() => [(performance.timeOrigin + performance.now()) / 1000, demo.client.networkTime()]"
+
 # The session's playout delay D here. The demo's default (0.15 s) has no margin when three
 # Chromium renderers, the server and two impairment proxies share two busy cores: changes then
 # reach a page's JavaScript 50-200 ms after they were sent, and the audio thread renders 35-45 ms
@@ -363,6 +366,10 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
             # the instant to record up to, not a guess at when something is ready).
             await asyncio.sleep(max(0.0, due + 0.5 - time.time()))
             dumps = await asyncio.gather(*(page.evaluate("() => dumpTap()") for page in pages))
+            # Each page's network clock against the server's at this moment (diagnostic: how much
+            # of a page's shift is its clock rather than its audio path).
+            readings = await asyncio.gather(*(page.evaluate(CLOCK_READING) for page in pages))
+            server_offset = server.server.node.clock() - time.time()
             engine = reference(history + timeline)
             history.extend(timeline)
             judged: list[float] = []
@@ -385,7 +392,8 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
                 tau, rel = alignment(engine, rec, due, -0.1, 0.2)
                 print(
                     f"attempt {attempt + 1}, page {i}: shift {tau * 1e3:.3f} ms, residual {rel:.3f}, "
-                    f"stall {rec.stall_ms:.0f} ms, clock map step {rec.jump_us:.0f} µs"
+                    f"stall {rec.stall_ms:.0f} ms, clock map step {rec.jump_us:.0f} µs, network clock "
+                    f"{(readings[i][1] - readings[i][0] - server_offset) * 1e3:+.3f} ms"
                 )
                 # A page judged must play exactly the engine the timeline describes (the sound did
                 # change as the leader said: before and after the instant), on the server's clock.
