@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fuzz.harness import run_core
 
 POOL = 300  # structure-aware frames generated up front (hypothesis), mutated from then on
