@@ -13,8 +13,8 @@ command -v node >/dev/null || missing+=(nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+.venv/bin/ruff check --no-cache .  # no cache: a fresh clone (CI) sees what this sees
+.venv/bin/ruff format --no-cache --check .
 .venv/bin/mypy src/collective_sync
 .venv/bin/python -m pytest "$@"
 # The browser SDK's JavaScript (plain ES modules) is also tested with Node's own runner.
