@@ -131,7 +131,7 @@ class StateDoc:
         self.tombstone_count -= len(self.tombstones.pop(prefix, {}))
         self.floors.pop(prefix, None)
         if self._crowded == prefix:
-            self._crowded = max(self.tombstones, key=lambda a: len(self.tombstones[a]), default="")
+            self._crowded = self._most_crowded()
         if gone:
             self.version += 1
         return dict.fromkeys(gone)
@@ -169,7 +169,11 @@ class StateDoc:
             self.floors[area] = max(self.floors.get(area, _NO_STAMP), forgotten)
             if not crowded:
                 del self.tombstones[area]
-                self._crowded = max(self.tombstones, key=lambda a: len(self.tombstones[a]), default="")
+                self._crowded = self._most_crowded()
+
+    def _most_crowded(self) -> str:
+        """The area holding the most tombstones (a full scan: only when the tracked one is gone)."""
+        return max(self.tombstones, key=lambda a: len(self.tombstones[a]), default="")
 
     def _count(self, path: str, delta: int) -> None:
         for prefix in _prefixes(path):

@@ -47,9 +47,7 @@ _envelope_decoder = msgspec.json.Decoder(_Envelope)
 def decode_client(data: bytes, max_bytes: int) -> ClientMessage:
     """Decode and validate one client frame, or raise ProtocolError with the right code."""
     if len(data) > max_bytes:
-        raise ProtocolError(
-            ErrorCode.TOO_LARGE, f"message of {len(data)} bytes exceeds the limit of {max_bytes}"
-        )
+        raise too_large(len(data), max_bytes)
     if not data.isascii():
         try:
             data.decode()
@@ -66,6 +64,11 @@ def decode_client(data: bytes, max_bytes: int) -> ClientMessage:
     if _LONG_DIGITS.search(data) is not None:
         _check_integers(msg)
     return msg
+
+
+def too_large(size: int, max_bytes: int) -> ProtocolError:
+    """The refusal of a message over the size limit (whole, or reassembled from fragments)."""
+    return ProtocolError(ErrorCode.TOO_LARGE, f"message of {size} bytes exceeds the limit of {max_bytes}")
 
 
 def _too_deep(data: bytes) -> bool:

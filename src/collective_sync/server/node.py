@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .. import __version__
-from ..protocol.codec import decode_client, encode, join_frame
+from ..protocol.codec import decode_client, encode, join_frame, too_large
 from ..protocol.errors import CloseCode, ErrorCode, ProtocolError
 from ..protocol.messages import (
     Ack,
@@ -169,8 +169,7 @@ class Node:
         if conn.closing:
             return
         self.stats.frames_in += 1
-        limit = self.config.max_message_bytes
-        self._refuse(conn, ProtocolError(ErrorCode.TOO_LARGE, f"message over {size} bytes, limit {limit}"))
+        self._refuse(conn, too_large(size, self.config.max_message_bytes))
 
     def protocol_error(self, conn: Connection, reason: str) -> None:
         """The transport saw broken WebSocket framing: close with 1002."""

@@ -101,8 +101,7 @@ class _Peer(WSListener):
             self.node.disconnect(self.conn)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if self.conn is not None:
-            self.node.disconnect(self.conn)
+        self._closing()  # a no-op when the close already started here
 
     def pause_writing(self) -> None:
         if self.conn is not None:
