@@ -3,12 +3,13 @@ buffer, scheduler, and a simulator of clocks and links to test them in simulated
 
 from .estimator import ClockEstimator, Estimate, EstimatorConfig, Sample
 from .jitter import AdaptiveDelayConfig, Item, JitterBuffer, JitterStats
-from .pll import DisciplinedClock, LockState, PllConfig
+from .pll import ClockEvent, DisciplinedClock, LockState, PllConfig
 from .scheduler import Scheduler
 
 __all__ = [
     "AdaptiveDelayConfig",
     "ClockEstimator",
+    "ClockEvent",
     "DisciplinedClock",
     "Estimate",
     "EstimatorConfig",

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+FORGET_EVERY = 1024  # applications between sweeps of the per-key memory
+
 
 @dataclass(order=True, slots=True)
 class Item:
@@ -61,13 +63,23 @@ class AdaptiveDelayConfig:
 class JitterBuffer:
     """Pure: `push` with the arrival network time, `pop_due` with the current network time."""
 
-    def __init__(self, delay: float = 0.15, adaptive: AdaptiveDelayConfig | None = None):
+    def __init__(
+        self,
+        delay: float = 0.15,
+        adaptive: AdaptiveDelayConfig | None = None,
+        memory: float = 60.0,
+        max_keys: int = 65_536,
+    ):
         self.delay = delay
+        self.memory = memory  # seconds of "last applied" stamps remembered per key
+        self.max_keys = max_keys
         self.adaptive = adaptive or AdaptiveDelayConfig()
         self.stats = JitterStats()
         self.suggested_delay = delay
         self._heap: list[Item] = []
         self._newest: dict[Hashable, tuple[float, str, int]] = {}  # key -> stamp last applied
+        self._floor = -np.inf  # stamps older than this were forgotten: late items below it drop
+        self._marks = 0
         self._transits: deque[float] = deque(maxlen=self.adaptive.window)
         self._max_at = -np.inf
         self._last_adapt: float | None = None
@@ -90,7 +102,7 @@ class JitterBuffer:
         if item.at + self.delay > arrival:
             heapq.heappush(self._heap, item)
             return []
-        if all(self._newest.get(k, (-np.inf, "", -1)) < stamp for k in item.keys):
+        if item.at >= self._floor and all(self._newest.get(k, (-np.inf, "", -1)) < stamp for k in item.keys):
             st.late_applied += 1
             self._mark_applied(item)
             return [item]
@@ -120,6 +132,20 @@ class JitterBuffer:
         for k in item.keys:
             if self._newest.get(k, (-np.inf, "", -1)) < stamp:
                 self._newest[k] = stamp
+        self._marks += 1
+        if self._marks % FORGET_EVERY == 0 or len(self._newest) > self.max_keys:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Bound the memory of what was applied: keys last applied more than `memory` s before
+        the newest update are forgotten (and a late update older than that is dropped, not
+        applied); if more than `max_keys` remain, the older half goes the same way."""
+        floor = self._max_at - self.memory
+        if len(self._newest) > self.max_keys:
+            floor = max(floor, float(np.median([v[0] for v in self._newest.values()])))
+        if floor > self._floor:
+            self._floor = floor
+            self._newest = {k: v for k, v in self._newest.items() if v[0] >= floor}
 
     def _adapt(self, now: float) -> None:
         cfg = self.adaptive

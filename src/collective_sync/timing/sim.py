@@ -1,16 +1,20 @@
 """Discrete-event simulation of clocks and links, for deterministic tests and benchmarks.
 
-True time is the server's clock. A client's oscillator has an offset, a skew (ppm) and an
-optional random-walk wander; each link direction has a base delay, a jitter distribution (incl.
-heavy tails), loss, and an optional route change that adds delay from some instant on. All
-randomness comes from one seeded numpy Generator, so a scenario is a fixed trace.
+True time is the server's clock. A client's oscillator has an offset, a skew (ppm), an optional
+random-walk wander and skew ramp (thermal drift), and scripted discontinuities: suspensions
+(the device sleeps, its clock stands still, nothing is sent or received) and steps. Each link
+direction has a base delay, a jitter distribution (incl. heavy tails), loss, an optional extra
+delay over time (one-way flaps, bufferbloat episodes) and both share an optional route change.
+Replies can be scripted to arrive corrupt. All randomness comes from one seeded numpy Generator,
+so a scenario is a fixed trace.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +22,7 @@ from .estimator import Sample
 from .pll import DisciplinedClock, PllConfig
 
 Jitter = Callable[[np.random.Generator], float]
+Breakpoints = tuple[tuple[float, float], ...]  # (true time, added delay), linear in between
 
 
 def no_jitter(rng: np.random.Generator) -> float:
@@ -52,7 +57,11 @@ class Direction:
     burst_length: float = 10.0
     burst_delay: float = 0.0
     burst_loss: float = 0.0
+    extra: Breakpoints = ()  # added delay over true time: 0 outside the breakpoints' span
     _in_burst: bool = field(default=False, repr=False)
+
+    def extra_at(self, t: float) -> float:
+        return extra_at(self.extra, t)
 
     def delay(self, rng: np.random.Generator) -> float | None:
         if self.burst_start:
@@ -67,22 +76,58 @@ class Direction:
         return self.base + self.jitter(rng) + extra
 
 
+def extra_at(points: Breakpoints, t: float) -> float:
+    """Piecewise-linear added delay at true time `t` (0 before the first and after the last point;
+    two points at one instant make a step)."""
+    if not points or t < points[0][0] or t >= points[-1][0]:
+        return 0.0
+    for (ta, da), (tb, db) in itertools.pairwise(points):
+        if ta <= t < tb:
+            return da + (db - da) * (t - ta) / (tb - ta)
+    return 0.0
+
+
+def flap(start: float, end: float, period: float, add: float) -> Breakpoints:
+    """A route that flaps: `add` more delay for the second half of every `period`."""
+    pts: list[tuple[float, float]] = []
+    t = start
+    while t < end:
+        hi = min(t + period / 2, end)
+        lo = min(t + period, end)
+        pts += [(hi, 0.0), (hi, add), (lo, add), (lo, 0.0)]
+        t += period
+    return tuple(pts)
+
+
+def episode(start: float, rise: float, hold: float, fall: float, add: float) -> Breakpoints:
+    """Bufferbloat: the queue fills over `rise` s to `add`, stays `hold` s, drains over `fall` s."""
+    return ((start, 0.0), (start + rise, add), (start + rise + hold, add), (start + rise + hold + fall, 0.0))
+
+
 @dataclass
 class Link:
     up: Direction  # client → server
     down: Direction  # server → client
     route_change_at: float | None = None  # true time at which ...
     route_change_add: float = 0.0  # ... both directions get this much slower
+    outages: Breakpoints = ()  # (true time, duration): every packet sent in it is lost
+
+    def down_at(self, t: float) -> bool:
+        return any(at <= t < at + d for at, d in self.outages)
 
 
 @dataclass
 class Oscillator:
-    """Local clock = true time + offset + skew·t + wander (random walk in frequency, per 1 s)."""
+    """Local clock = true time + offset + skew·t + ramp + wander (random walk in frequency, per
+    1 s), minus the time it stood still while suspended, plus its steps."""
 
     offset: float
     skew: float  # dimensionless: 150e-6 = +150 ppm
     wander: float = 0.0  # frequency random-walk step (dimensionless per √s)
     seed: int = 0
+    ramp: tuple[float, float, float] | None = None  # (from, to, skew change per s): thermal drift
+    freezes: Breakpoints = ()  # (true time, duration): suspended, the clock stands still
+    steps: Breakpoints = ()  # (true time, amount): the clock is set forward (+) or back (-)
     _freq_walk: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,7 +139,33 @@ class Oscillator:
     def local(self, t: float) -> float:
         k = min(int(t), len(self._freq_walk) - 2)
         extra = self._phase_walk[k] + self._freq_walk[k] * (t - k) if self.wander else 0.0
+        if self.ramp is not None:
+            a, b, rate = self.ramp
+            inside = min(max(t, a), b) - a
+            extra += 0.5 * rate * inside**2 + rate * (b - a) * max(t - b, 0.0)
+        for at, d in self.freezes:
+            if t > at:
+                extra -= min(t - at, d)
+        for at, amount in self.steps:
+            if t >= at:
+                extra += amount
         return t + self.offset + self.skew * t + extra
+
+    def wake_time(self, t: float) -> float | None:
+        """If the device is suspended at true time `t`, when it wakes; else None."""
+        for at, d in self.freezes:
+            if at <= t < at + d:
+                return at + d
+        return None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "offset": self.offset,
+            "skew": self.skew,
+            "ramp": list(self.ramp) if self.ramp else None,
+            "freezes": [list(f) for f in self.freezes],
+            "steps": [list(x) for x in self.steps],
+        }
 
 
 class PacketTrace:
@@ -118,8 +189,12 @@ class PacketTrace:
         draws = self.up if direction == "up" else self.down
         delay = draws[i % len(draws)]
         link = self.link
+        if link.outages and link.down_at(t):
+            return None
         if delay is not None and link.route_change_at is not None and t >= link.route_change_at:
             delay += link.route_change_add
+        if delay is not None:
+            delay += (link.up if direction == "up" else link.down).extra_at(t)
         return delay
 
     def to_json(self) -> dict[str, object]:
@@ -129,7 +204,30 @@ class PacketTrace:
             "down": self.down,
             "routeChangeAt": link.route_change_at,
             "routeChangeAdd": link.route_change_add,
+            "extraUp": [list(p) for p in link.up.extra],
+            "extraDown": [list(p) for p in link.down.extra],
+            "outages": [list(p) for p in link.outages],
         }
+
+
+Corruption = tuple[float, str, float]  # (from true time, kind, value): the next reply is corrupt
+
+
+def corrupt(kind: str, value: float, t1: float, t2: float) -> tuple[float, float]:
+    """A reply's server stamps as a broken or hostile server (or a middlebox) might send them:
+    `shift` both by `value` s, `inf`/`nan` in t1, `swap` (t1 after t2 by `value`), `hold` (t2
+    later than the reply left by `value`: an absurd processing time)."""
+    if kind == "shift":
+        return t1 + value, t2 + value
+    if kind == "inf":
+        return float("inf"), t2
+    if kind == "nan":
+        return t1, float("nan")
+    if kind == "swap":
+        return t2 + value, t2
+    if kind == "hold":
+        return t1, t2 + value
+    raise ValueError(kind)
 
 
 @dataclass(frozen=True)
@@ -140,6 +238,19 @@ class Scenario:
     offset: float = 3.0
     skew: float = 150e-6
     wander: float = 0.0
+    ramp: tuple[float, float, float] | None = None
+    freezes: Breakpoints = ()
+    steps: Breakpoints = ()
+    corrupt: tuple[Corruption, ...] = ()
+    group: str = "base"  # which family of conditions it belongs to (for the report)
+
+    def oscillator(self, seed: int = 0) -> Oscillator:
+        return Oscillator(self.offset, self.skew, self.wander, seed, self.ramp, self.freezes, self.steps)
+
+    @property
+    def disruptions(self) -> list[float]:
+        """True times at which traffic resumes after a discontinuity (wake-ups and steps)."""
+        return sorted([a + d for a, d in self.freezes] + [a for a, _ in self.steps])
 
 
 def scenarios() -> dict[str, Scenario]:
@@ -176,14 +287,94 @@ def scenarios() -> dict[str, Scenario]:
     }
 
 
+def stress_scenarios() -> dict[str, Scenario]:
+    """Conditions people live in (issue #8), each seeded and reproducible: a device that
+    sleeps, clocks that are set, cheap crystals and thermal drift, one-way congestion, outages,
+    corrupt replies. The path is a home connection (20 ms each way, light queueing) unless the
+    scenario is about the path."""
+    ms = 1e-3
+
+    def home(extra_up: Breakpoints = (), extra_down: Breakpoints = ()) -> Link:
+        return Link(
+            Direction(20 * ms, bounded_pareto_jitter(1 * ms, 10 * ms), 0.002, extra=extra_up),
+            Direction(20 * ms, bounded_pareto_jitter(0.5 * ms, 10 * ms), 0.002, extra=extra_down),
+        )
+
+    mobile = scenarios()["mobile"].link
+    out = [
+        Scenario("suspend-60s", home(), 300.0, freezes=((100.0, 60.0),), group="discontinuity"),
+        Scenario("suspend-1h", home(), 3900.0, freezes=((100.0, 3600.0),), group="discontinuity"),
+        Scenario("suspend-mobile", mobile, 300.0, freezes=((100.0, 30.0),), group="discontinuity"),
+        Scenario("step+60s", home(), 300.0, steps=((100.0, 60.0),), group="discontinuity"),
+        Scenario("step-60s", home(), 300.0, steps=((100.0, -60.0),), group="discontinuity"),
+        Scenario("step+1s-lan", scenarios()["lan"].link, 200.0, steps=((100.0, 1.0),), group="discontinuity"),
+        Scenario("ppm+500", home(), 300.0, skew=500e-6, group="skew"),
+        Scenario("ppm-500", home(), 300.0, skew=-500e-6, group="skew"),
+        Scenario("skew-ramp", home(), 420.0, ramp=(60.0, 360.0, 100e-6 / 300.0), group="skew"),
+        Scenario(
+            "ramp-500-mobile", mobile, 420.0, skew=-500e-6, ramp=(60.0, 360.0, -100e-6 / 300.0), group="skew"
+        ),
+        Scenario("up-flap", home(flap(60.0, 240.0, 20.0, 60 * ms)), 300.0, group="one-way"),
+        Scenario("down-flap", home(extra_down=flap(60.0, 240.0, 20.0, 60 * ms)), 300.0, group="one-way"),
+        Scenario("up-flap-fast", home(flap(60.0, 240.0, 3.0, 60 * ms)), 300.0, group="one-way"),
+        Scenario("up-bloat", home(episode(100.0, 10.0, 40.0, 10.0, 500 * ms)), 300.0, group="one-way"),
+        Scenario(
+            "down-bloat", home(extra_down=episode(100.0, 10.0, 40.0, 10.0, 500 * ms)), 300.0, group="one-way"
+        ),
+        Scenario("up-ramp", home(episode(80.0, 25.0, 10.0, 25.0, 300 * ms)), 300.0, group="one-way"),
+        Scenario(
+            "down-bloat-mobile",
+            replace(
+                mobile,
+                route_change_at=None,
+                down=replace(mobile.down, extra=episode(100.0, 5.0, 50.0, 5.0, 0.4)),
+            ),
+            300.0,
+            group="one-way",
+        ),
+        # Beyond what two-way timing can resolve: congested for longer than the window (120 s).
+        Scenario("up-ramp-long", home(episode(60.0, 90.0, 0.0, 90.0, 300 * ms)), 300.0, group="limit"),
+        Scenario("outage-120s", replace(home(), outages=((100.0, 120.0),)), 300.0, group="outage"),
+        Scenario(
+            "corrupt",
+            scenarios()["lan"].link,
+            200.0,
+            corrupt=(
+                (30.0, "shift", 1.0),
+                (50.0, "shift", -1.0),
+                (70.0, "inf", 0.0),
+                (90.0, "nan", 0.0),
+                (110.0, "swap", 0.5),
+                (130.0, "hold", 10.0),
+                (150.0, "shift", 86400.0),
+            ),
+            group="corrupt",
+        ),
+        Scenario(
+            "corrupt-burst",
+            home(),
+            200.0,
+            corrupt=(
+                (60.0, "shift", 0.3),
+                (60.0, "shift", 0.3),
+                (120.0, "shift", -5.0),
+                (120.0, "shift", 3.0),
+            ),
+            group="corrupt",
+        ),
+    ]
+    return {sc.name: sc for sc in out}
+
+
 @dataclass
 class ClockTrace:
     t: np.ndarray  # true time of each evaluation
-    error: np.ndarray  # network time - true time
+    error: np.ndarray  # network time - true time (NaN before the first estimate and while asleep)
     locked: np.ndarray  # bool
     probes: int
     samples: int
     monotonic_violations: int
+    bound: np.ndarray = field(default_factory=lambda: np.empty(0))  # the clock's own error bound
 
     def time_to_lock(self, within: float = 1e-3) -> float:
         """First true time after which |error| stays within `within` (inf if never)."""
@@ -202,35 +393,54 @@ def simulate_clock(
     clock: DisciplinedClock | None = None,
     trace: PacketTrace | None = None,
 ) -> ClockTrace:
-    """Run one client's exchanges against the true server clock; sample the error on a grid."""
+    """Run one client's exchanges against the true server clock; sample the error on a grid.
+
+    The grid reads the clock as an application would (`DisciplinedClock.read`, never backwards).
+    While the device is suspended nothing is sent, replies are lost, and the grid records NaN.
+    """
     packets = trace or PacketTrace(scenario.link, seed)
-    osc = Oscillator(scenario.offset, scenario.skew, scenario.wander, seed)
+    osc = scenario.oscillator(seed)
     dc = clock or DisciplinedClock(config)
+    corruptions = sorted(scenario.corrupt)
     events: list[tuple[float, int, str, tuple[float, ...]]] = []  # (true time, tiebreak, kind, data)
     counter = 0
     heapq.heappush(events, (0.0, counter, "probe", ()))
     n_grid = int(scenario.duration / eval_dt)
     grid_t = np.arange(n_grid) * eval_dt
-    err = np.empty(n_grid)
+    err = np.full(n_grid, np.nan)
+    bound = np.full(n_grid, np.nan)
     locked = np.zeros(n_grid, dtype=bool)
     gi = 0
     probes = samples = 0
     last_net = -np.inf
     violations = 0
-    while events:
-        te, _, kind, data = heapq.heappop(events)
-        if te >= scenario.duration:
-            break
+
+    def grid_until(te: float) -> None:
+        nonlocal gi, last_net, violations
         while gi < n_grid and grid_t[gi] < te:
-            net = dc.to_network(osc.local(grid_t[gi])) if dc._have_phase else np.nan
-            err[gi] = net - grid_t[gi]
-            locked[gi] = dc.locked
-            if dc.locked:
+            tg = float(grid_t[gi])
+            if dc.started and osc.wake_time(tg) is None:
+                local = osc.local(tg)
+                net = dc.read(local)
+                err[gi] = net - tg
+                bound[gi] = dc.error_at(local)
+                locked[gi] = dc.locked
                 if net <= last_net:
                     violations += 1
                 last_net = net
             gi += 1
+
+    while events:
+        te, _, kind, data = heapq.heappop(events)
+        if te >= scenario.duration:
+            break
+        grid_until(te)
+        wake = osc.wake_time(te)
         if kind == "probe":
+            counter += 1
+            if wake is not None:  # asleep: the timer fires when the device wakes
+                heapq.heappush(events, (wake, counter, "probe", ()))
+                continue
             probes += 1
             t0 = osc.local(te)
             up = packets.next("up", te)
@@ -239,19 +449,20 @@ def simulate_clock(
                 t2 = t1 + processing
                 down = packets.next("down", t2)
                 if down is not None:
+                    s1, s2 = t1, t2
+                    if corruptions and corruptions[0][0] <= t2:
+                        _, how, value = corruptions.pop(0)
+                        s1, s2 = corrupt(how, value, t1, t2)
                     counter += 1
-                    heapq.heappush(events, (t2 + down, counter, "reply", (t0, t1, t2)))
-            counter += 1
+                    heapq.heappush(events, (t2 + down, counter, "reply", (t0, s1, s2)))
             heapq.heappush(events, (te + dc.next_probe_interval(), counter, "probe", ()))
-        else:
+        elif wake is None:
             t0, t1, t2 = data
-            before = dc.to_network(osc.local(te)) if dc.locked else None
-            dc.add_sample(Sample(t0, t1, t2, osc.local(te)))
+            local = osc.local(te)
+            before = dc.read(local) if dc.started else None
+            dc.add_sample(Sample(t0, t1, t2, local))
             samples += 1
-            if before is not None and dc.to_network(osc.local(te)) < before:
+            if before is not None and dc.read(local) < before:
                 violations += 1  # a backwards step at the update instant
-    while gi < n_grid:
-        err[gi] = dc.to_network(osc.local(grid_t[gi])) - grid_t[gi]
-        locked[gi] = dc.locked
-        gi += 1
-    return ClockTrace(grid_t, err, locked, probes, samples, violations)
+    grid_until(np.inf)
+    return ClockTrace(grid_t, err, locked, probes, samples, violations, bound)

@@ -50,7 +50,8 @@ def test_skew_is_estimated_in_ppm() -> None:
 
 def test_skew_survives_a_symmetric_route_change() -> None:
     """+40 ms both ways halfway through the window moves the two envelopes by opposite amounts:
-    their midpoint, and so the fitted slope, does not see it."""
+    the offset does not see it, and the skew learned before is held over (two-way timing cannot
+    tell a symmetric change from a one-way one, so it does not trust the slope across it)."""
     rng = np.random.default_rng(5)
     offset, skew = 1.0, 120e-6
     local = lambda x: x - offset - skew * x  # noqa: E731
@@ -62,8 +63,8 @@ def test_skew_survives_a_symmetric_route_change() -> None:
         down = 0.06 + extra + 0.04 * float(rng.pareto(2.0))
         e = est.add(Sample(local(t), t + up, t + up + 1e-5, local(t + up + 1e-5 + down)))
     assert e is not None
-    assert e.skew_ppm == pytest.approx(120, abs=5)
-    assert e.skew_error < 5e-6
+    assert abs(e.skew - 120e-6) < 3 * e.skew_error
+    assert e.skew_error < 20e-6
     assert abs(e.offset_at(local(100.0)) - (100.0 - local(100.0))) < 0.001
 
 
@@ -80,7 +81,9 @@ def test_error_after_lock(name: str, p99_us: float) -> None:
     err = after_lock(trace)
     assert np.percentile(err, 99) * 1e6 < p99_us
     assert trace.monotonic_violations == 0
-    assert trace.t[np.argmax(trace.locked)] < 2.0  # locked within 2 s
+    assert trace.t[np.argmax(np.abs(trace.error) <= 0.001)] < 2.0  # within 1 ms of the server in 2 s
+    lock = int(np.argmax(trace.locked))
+    assert trace.bound[lock] <= 0.001  # declared locked only once its own bound says so
 
 
 def test_no_step_and_monotonic_through_a_route_change() -> None:
