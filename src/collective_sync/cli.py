@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     clock.add_argument("--plots", help="directory for PNG plots of error over time")
     clock.add_argument("--json", help="also write the JSON report here")
+    clock.add_argument("--only", help="run only the scenarios whose name contains this")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
@@ -83,7 +84,7 @@ def _bench_clock(args: argparse.Namespace) -> None:
 
     from .timing.bench import run, table
 
-    report = run(args.seed, Path(args.ircam_dir), Path(args.plots) if args.plots else None)
+    report = run(args.seed, Path(args.ircam_dir), Path(args.plots) if args.plots else None, args.only)
     text = json.dumps(report, indent=2)
     print(text)
     print(table(report), file=sys.stderr)

@@ -148,3 +148,38 @@ async def test_clocks_agree_and_updates_apply_together(server) -> None:
                 await c.close()
         for p in proxies:
             await p.close()
+
+
+async def test_a_one_way_delay_change_is_not_taken_for_drift(server) -> None:
+    """Only the uplink gets 60 ms slower for a while (a queue fills, a route flaps), then
+    recovers. Two-way timing cannot see which direction changed; a clock that takes it for
+    drift ends up half of it (30 ms) off. This one holds its skew and its clean samples."""
+    proxy = ImpairProxy(
+        "127.0.0.1", server.port, Impairment(0.020, 0.0005), Impairment(0.020, 0.0005), seed=5
+    )
+    port = await proxy.start_tcp()
+    client = await Client.connect(f"ws://127.0.0.1:{port}/ws", lock_timeout=10)
+    node_clock = server.server.node.clock
+    errors: list[float] = []
+
+    async def watch(samples: int) -> None:
+        """Record the clock's error after each of the next `samples` time exchanges."""
+        for _ in range(samples):
+            seen = client.exchanges
+            await client.wait_for(lambda c, seen=seen: c.exchanges > seen, 10)
+            errors.append(client.network_time() - node_clock())
+
+    try:
+        await client.wait_for(lambda c: c.network.locked and c.network.estimator.span > 4.0, 30)
+        freq = client.network.freq
+        proxy.retune(up=Impairment(0.080, 0.0005))  # the uplink only
+        await watch(12)
+        proxy.retune(up=Impairment(0.020, 0.0005))
+        await watch(4)
+        worst = max(abs(e) for e in errors)
+        assert worst < 0.005, f"followed the one-way change: {worst * 1e3:.1f} ms off"
+        assert abs(client.network.freq - freq) < 50e-6
+        assert client.network.estimator.discontinuities == 0
+    finally:
+        await client.close()
+        await proxy.close()

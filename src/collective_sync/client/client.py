@@ -34,12 +34,22 @@ from ..protocol.messages import (
     TimeRequest,
     Welcome,
 )
-from ..timing import DisciplinedClock, Sample
+from ..timing import ClockEvent, DisciplinedClock, Sample
 from .errors import ConnectionClosed, ServerError
 from .session import Session
 from .signal import Changed
 
 Clock = Callable[[], float]
+
+
+def steady_clock() -> Clock:
+    """The default local clock: on the wall clock's scale when created, then advanced by a clock
+    that is never set (CLOCK_BOOTTIME on Linux, which keeps counting through suspend; otherwise
+    time.monotonic). A wall clock that NTP or a user sets would jump network time with it."""
+    source = getattr(time, "CLOCK_BOOTTIME", None)
+    tick: Clock = (lambda: time.clock_gettime(source)) if source is not None else time.monotonic
+    base = time.time() - tick()
+    return lambda: base + tick()
 
 
 # One four-timestamp exchange (t0/t3 local, t1/t2 server), with `offset` and `delay`.
@@ -66,14 +76,17 @@ class _Listener(WSListener):
 class Client:
     """Connect with `await Client.connect(url)`; use as an async context manager to close."""
 
-    def __init__(self, clock: Clock = time.time, request_timeout: float = 10.0):
-        self.clock = clock  # injectable local clock (tests offset and skew it)
+    def __init__(self, clock: Clock | None = None, request_timeout: float = 10.0):
+        self.clock = clock or steady_clock()  # injectable local clock (tests offset and skew it)
         self.request_timeout = request_timeout
         self.welcome: Welcome | None = None
         self.sessions: dict[str, Session] = {}
         self.errors: deque[Error] = deque(maxlen=1000)  # errors with no request or session
         self.time_samples: deque[TimeSample] = deque(maxlen=32)
+        self.exchanges = 0  # time exchanges completed
         self.network = DisciplinedClock()  # local clock -> network (server) time, PLL-disciplined
+        self.clock_events: deque[ClockEvent] = deque(maxlen=100)  # steps, holds, re-acquisitions
+        self._wall_gap: float | None = None  # wall clock - local clock at the last probe
         self._probe_task: asyncio.Task[None] | None = None
         self._transport: WSTransport | None = None
         self._rids = itertools.count(1)
@@ -89,7 +102,7 @@ class Client:
         cls,
         url: str,
         *,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         timeout: float = 10.0,
         discipline: bool = True,
         lock_timeout: float = 3.0,
@@ -176,8 +189,16 @@ class Client:
         finally:
             self._time_pending.pop(t0, None)
         self.time_samples.append(sample)
+        self.exchanges += 1
         self.network.add_sample(sample)
+        self._take_clock_events()
         return sample
+
+    def _take_clock_events(self) -> None:
+        events = self.network.drain_events()
+        if events:
+            self.clock_events.extend(events)
+            self.changed.notify()
 
     async def sync_time(self, samples: int = 8) -> TimeSample:
         """Take `samples` exchanges; returns the one with the smallest delay (round trip)."""
@@ -191,14 +212,22 @@ class Client:
     def network_time(self, local: float | None = None) -> float:
         """Network (server) time now, or at local clock reading `local`: smooth and monotonic
         once locked. Before any exchange it is the local clock."""
-        t = self.clock() if local is None else local
-        return self.network.to_network(t) if self.time_samples else t
+        if local is not None:
+            return self.network.to_network(local) if self.network.started else local
+        t = self.clock()
+        if not self.network.started:
+            return t
+        net = self.network.read(t)  # never backwards, even if the local clock is
+        if self.network.events:
+            self._take_clock_events()
+        return net
 
     server_time = network_time
 
     async def _probe_loop(self) -> None:
         """Time exchanges at the interval the disciplined clock asks for (burst, then slower)."""
         while not self.closed:
+            self._check_wall_clock()
             try:
                 await asyncio.wait_for(self.time_exchange(), 2.0)
             except TimeoutError:
@@ -206,6 +235,16 @@ class Client:
             except ConnectionError:
                 return
             await asyncio.sleep(self.network.next_probe_interval())
+
+    def _check_wall_clock(self) -> None:
+        """The wall clock and the local one drifting apart by more than a crystal can (0.5 s
+        between probes) means one of them jumped: a suspension a non-counting clock missed, or
+        the local clock was set. Tell the network clock to probe fast and find out."""
+        local = self.clock()
+        gap = time.time() - local
+        if self._wall_gap is not None and abs(gap - self._wall_gap) > 0.5:
+            self.network.suspect(local)
+        self._wall_gap = gap
 
     async def wait_for(self, predicate: Callable[[Client], bool], timeout: float = 10.0) -> None:
         """Return once `predicate(self)` holds; re-checked after every frame (e.g. on `errors`)."""

@@ -36,6 +36,7 @@ class ImpairProxy:
     _udp: asyncio.DatagramTransport | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _seeds: itertools.count = field(default_factory=itertools.count)
+    _models: list[tuple[str, ImpairmentModel]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_loopback(self.target_host)
@@ -45,6 +46,14 @@ class ImpairProxy:
         self._server = await asyncio.start_server(self._on_client, self.listen_host, self.listen_port)
         self.listen_port = self._server.sockets[0].getsockname()[1]
         return self.listen_port
+
+    def retune(self, up: Impairment | None = None, down: Impairment | None = None) -> None:
+        """Change one or both directions' impairment, for new and live connections alike (a
+        route that flaps, a queue that fills): from now on each chunk gets the new spec."""
+        self.up = up or self.up
+        self.down = down or self.down
+        for side, model in self._models:
+            model.spec = self.up if side == "up" else self.down
 
     async def close(self) -> None:
         if self._server is not None:
@@ -64,6 +73,7 @@ class ImpairProxy:
         n = next(self._seeds)
         for src, dst, spec, k in ((reader, up_w, self.up, 0), (up_r, writer, self.down, 1)):
             model = ImpairmentModel(spec, seed=self.seed * 1000 + 2 * n + k)
+            self._models.append(("up" if k == 0 else "down", model))
             task = asyncio.create_task(self._pump(src, dst, model))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

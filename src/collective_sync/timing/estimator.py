@@ -357,7 +357,7 @@ class ClockEstimator:
             j = lo_i + int(np.argmax(down[lo_i:hi_i]))
             # up[i] = a_up + drift(t[i]) + queueing, down[j] = a_down + drift(t[j]) - queueing:
             # their midpoint follows the drift at (t[i] + t[j])/2 up to noise.
-            pts.append((t[i] - now, t[j] - now, up[i], down[j]))
+            pts.append((float(t[i] - now), float(t[j] - now), float(up[i]), float(down[j])))
         if len(pts) < 3:
             return quiet
         # A dozen bins: plain Python floats, summed in order (the JavaScript twin does the same).
