@@ -41,7 +41,7 @@ const corruptions = (job.corrupt ?? []).map((c) => [...c]).sort(
 
 // Virtual clock and event queue. Each event is [time, seq, kind, timerId, fn]: seq orders
 // events at one instant (FIFO); kind is 'timer' (a setTimeout callback or the start: postponed
-// while asleep) or 'net' (a reply arriving: dropped while asleep).
+// while asleep) or 'net' (a reply arriving: read at wake-up if it arrives while asleep).
 let now = 0;
 let seq = 0;
 const queue = [];
@@ -215,8 +215,8 @@ while (queue.length && queue[0][0] < duration) {
   now = te;
   if (kind === 'timer' && id !== 0 && !liveTimers.has(id)) continue; // cancelled
   const wake = wakeTime(te);
-  if (wake !== null) { // asleep: timers fire when the device wakes, replies are lost
-    if (kind === 'timer') push(wake, kind, id, fn);
+  if (wake !== null) { // asleep: timers fire and buffered replies are read when it wakes
+    push(wake, kind, id, fn);
     continue;
   }
   if (kind === 'timer' && id !== 0) liveTimers.delete(id);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from support import make_config
@@ -125,3 +127,62 @@ async def test_web_audio_render_matches_the_python_reference(server, browser) ->
     assert np.abs(expected).max() > 0.01  # there is sound to compare
     # Float32 output: within 1e-6 (-112 dB re full scale) of the double-precision reference.
     assert np.abs(rendered - expected).max() < 1e-6
+
+
+SLEEPY = """async (url) => {
+  const { Client, browserClock } = await import('/sdk/client.js');
+  // A local clock the test can stop (as performance.now() stops while a phone sleeps) and set.
+  window.lost = 0; window.frozenAt = null;
+  const clock = () => window.frozenAt ?? browserClock() - window.lost;
+  const c = await Client.connect(url, { clock });
+  window.c = c; window.events = []; window.readings = [];
+  c.addEventListener('clock', (ev) => window.events.push(ev.detail));
+  // Read network time as a player would, and keep every reading (it must never go back).
+  window.reader = setInterval(() => window.readings.push(c.networkTime()), 5);
+  return c.network.locked;
+}"""
+
+
+async def network_error(page, server) -> float:
+    """The page's network time minus the server's clock, bracketed by two server readings."""
+    before = server.server.node.clock()
+    net = await page.evaluate("() => c.networkTime()")
+    after = server.server.node.clock()
+    return net - after if net > after else (net - before if net < before else 0.0)
+
+
+async def test_a_page_whose_clock_sleeps_steps_forward_and_is_back_within_2s(server, browser) -> None:
+    """The page's local clock stands still for 3 s (a phone asleep), then runs on 3 s behind.
+    Its network time steps forward (a `clock` event says so), never backwards, and is within a
+    few ms of the server's again within 2 s. Then the clock is set back 2 s: network time
+    carries on from where it was, and is back in sync as quickly."""
+    page = await browser.new_page()
+    await page.goto(f"{server.http}/healthz")
+    assert await page.evaluate(SLEEPY, server.url)
+    assert abs(await network_error(page, server)) < 0.005
+
+    await page.evaluate("() => { window.frozenAt = window.c.clock(); }")
+    await page.wait_for_timeout(3000)  # the length of the nap, not a synchronisation
+    # Wake: the clock runs on from where it stood, behind by the nap.
+    woke = await page.evaluate(
+        """() => { const real = (performance.timeOrigin + performance.now()) / 1000;
+                   const before = window.lost; window.lost = real - window.frozenAt;
+                   window.frozenAt = null; return window.lost - before; }"""
+    )
+    assert woke > 2.9
+    await page.wait_for_function("() => window.events.some((e) => e.kind === 'step')", timeout=2000)
+    await page.wait_for_function("() => window.c.network.locked", timeout=2000)
+    assert abs(await network_error(page, server)) < 0.005
+    step = await page.evaluate("() => window.events.find((e) => e.kind === 'step')")
+    assert step["amount"] == pytest.approx(woke, abs=0.05)
+
+    await page.evaluate("() => { window.lost += 2; }")  # set back 2 s
+    await page.wait_for_function(
+        "() => window.events.filter((e) => e.kind === 'reacquire').length >= 2", timeout=2000
+    )
+    await page.wait_for_function("() => window.c.network.locked", timeout=2000)
+    assert abs(await network_error(page, server)) < 0.005
+
+    readings = await page.evaluate("() => { clearInterval(window.reader); return window.readings; }")
+    assert len(readings) > 500
+    assert all(b >= a for a, b in itertools.pairwise(readings)), "network time went back"

@@ -165,6 +165,10 @@ class ClockEstimator:
         self._prior = (0.0, self.config.skew_prior)  # skew prior: (mean, standard deviation)
         self._clean = (0.0, self.config.skew_prior, 0.0)  # last skew fitted on a clean path (+ when)
         self._calm_scale = float("inf")  # the bins' round-trip spread on that clean path
+        self._min_delay = 0.0  # the least round trip in the window
+        self._floor_hint = 0.0  # ... and before the last restart, for the young window after it
+        self._spread = 0.0  # median - least round trip in the window
+        self._spread_hint = 0.0
         self.route_changes = 0
         self.rejected = 0  # invalid, or contradicting the window and outvoted
         self.discontinuities = 0  # window restarts: the local clock (or the server's) jumped
@@ -199,12 +203,24 @@ class ClockEstimator:
             # overtaken by a later one): nothing before is comparable.
             self._restart([sample])
             return self.last
-        if self.last is not None and not self._consistent(sample, self.last):
+        if self.last is not None and (not self._consistent(sample, self.last) or self._too_fast(sample)):
             self._held.append(sample)
             run = self._agreeing_run()
             if len(run) < cfg.confirm:
                 return self.last
-            self._restart(run)
+            # The first replies after a jump can straddle it (sent on one side, read on the
+            # other) and look faster than the path: the path's floor survives a jump of the
+            # clock, so start afresh from those of them that respect it (all of them, if the
+            # whole run is faster: then the path itself changed).
+            margin = max(cfg.tolerance, 0.25 * self._spread)
+            fair = [x for x in run if x.delay >= self._min_delay - margin]
+            delays = [x.delay for x in run]
+            if not fair and max(delays) - min(delays) > max(cfg.tolerance, self._spread):
+                return self.last  # straddlers disagreeing on the round trip: no new path, wait
+            fresh = fair or run
+            self._floor_hint = min([self._min_delay or math.inf, *(x.delay for x in fresh)])
+            self._spread_hint = self._spread
+            self._restart(fresh)
             return self.last
         self.rejected += len(self._held)  # a lone contradiction, outvoted by this sample
         self._held.clear()
@@ -233,17 +249,41 @@ class ClockEstimator:
 
     def _consistent(self, s: Sample, est: Estimate) -> bool:
         """Whether `s` fits the window: its up-trip above the down envelope and its down-trip
-        below the up envelope, within both error bounds and the drift since the estimate."""
+        below the up envelope (t1 - t0 >= offset >= t2 - t3), and neither trip far better than
+        its own envelope (no trip is faster than the path's fastest), within the error bounds
+        and the drift since the estimate. A reply read after the device woke, for a request
+        sent before it slept, fails the second test: its round trip reads short by the nap."""
         cfg = self.config
         off = est.offset_at(s.t3)
         age = abs(s.t3 - est.at_local)
-        tol = 2 * est.error + 3 * est.skew_error * age + cfg.wander * age**2 + cfg.tolerance
+        drift = 3 * est.skew_error * age + cfg.wander * age * age + cfg.tolerance
+        tol = 2 * est.error + drift
         up, down = s.t1 - s.t0, s.t2 - s.t3
-        return up >= off - est.delay / 2 - tol and down <= off + est.delay / 2 + tol
+        lo, hi = off + est.delay / 2, off - est.delay / 2
+        if up < hi - tol or down > lo + tol:
+            return False
+        slack = ENVELOPE_SLACK * est.error + drift
+        return up >= lo - slack and down <= hi + slack
+
+    def _too_fast(self, s: Sample) -> bool:
+        """A round trip under the fastest in the window. Queueing only adds delay, so this
+        is not the path: the local clock stood still while the exchange was in flight (the
+        device fell asleep or woke up mid-exchange) and the reply's t3 reads early. Its down-trip
+        looks better than any real one and would bias the envelope for the whole window."""
+        # A young window (just restarted) judges by the path's floor from before the jump. Real
+        # round trips fall below the window's least only by a little of the path's spread.
+        young = len(self._samples) < 8
+        floor, spread = (self._floor_hint, self._spread_hint) if young else (self._min_delay, self._spread)
+        return floor > 0 and s.delay < floor - max(self.config.tolerance, 0.25 * spread)
 
     def _agreeing_run(self) -> list[Sample]:
-        """The newest held samples that are consistent with each other (about one offset)."""
+        """The newest held samples that are consistent with each other (about one offset),
+        leaving out any whose round trip is far faster than the others' (see `_too_fast`)."""
         held = list(self._held)
+        typical = _median([x.delay for x in held])
+        held = [x for x in held if x.delay >= FAST_FACTOR * typical - self.config.tolerance]
+        if not held:
+            return []
         run = [held[-1]]
         for s in reversed(held[:-1]):
             cand = [s, *run]
@@ -277,7 +317,9 @@ class ClockEstimator:
         rows = self._samples.rows
         delays = (rows[:, 3] - rows[:, 0]) - (rows[:, 2] - rows[:, 1])
         dmin = float(delays.min())
+        self._min_delay = dmin
         spread = float(np.median(delays) - dmin)
+        self._spread = spread
         if sample.delay > dmin + cfg.route_change_factor * spread + cfg.route_change_min:
             self._high_run += 1
             if self._high_run >= cfg.route_change_run:
@@ -386,7 +428,7 @@ class ClockEstimator:
             # (When most of the window is congested its calmer half is too: the spread seen
             # on the calm path before holds then.)
             scale = max(min(_median(sorted(excess)[: max(2, len(excess) // 2)]), 2 * self._calm_scale), 10e-6)
-            w = [1.0 / (1.0 + (e / scale) ** 2) for e in excess]
+            w = [1.0 / (1.0 + (e / scale) * (e / scale)) for e in excess]
             # However well a few heavily weighted bins fit, the calm bins' midpoints scatter
             # about as much as their robust spread around the curve: that floor keeps the priors
             # in force.
@@ -394,7 +436,8 @@ class ClockEstimator:
                 yy - (sol[4] + s * xx + c * xx * xx) for xx, yy, ww in zip(x, y, w, strict=True) if ww >= 0.5
             ]
             mid = _median(resid)
-            floor = (1.4826 * _median([abs(r - mid) for r in resid])) ** 2
+            spread = 1.4826 * _median([abs(r - mid) for r in resid])
+            floor = spread * spread
             sol = self._posterior(x, y, w, floor)
         if excess[-1] > max(cfg.congestion_factor * scale, cfg.congestion_min):
             # The newest bin is congested: hold the skew learned on the clean path over
@@ -402,7 +445,8 @@ class ClockEstimator:
             # uncertainty growing at the rate real oscillators wander.
             skew, se, since = self._clean
             age = now - since
-            return skew, math.sqrt(se**2 + (cfg.holdover_wander * age) ** 2), 0.0, 0.0
+            grown = cfg.holdover_wander * age
+            return skew, math.sqrt(se * se + grown * grown), 0.0, 0.0
         self._clean = (sol[0], sol[2], now)
         self._calm_scale = scale
         return sol[0], sol[2], sol[1], sol[3]
@@ -438,10 +482,10 @@ class ClockEstimator:
             k = 1.0 / noise if noise else 1e30
             a = [
                 [sw * k, sx * k, sxx * k],
-                [sx * k, sxx * k + 1 / prior**2, sxxx * k],
-                [sxx * k, sxxx * k, sxxxx * k + 1 / c_prior**2],
+                [sx * k, sxx * k + 1 / (prior * prior), sxxx * k],
+                [sxx * k, sxxx * k, sxxxx * k + 1 / (c_prior * c_prior)],
             ]
-            rhs = [sy * k, sxy * k + mean / prior**2, sxxy * k]
+            rhs = [sy * k, sxy * k + mean / (prior * prior), sxxy * k]
             inv = _inverse3(a)
             if inv is None:
                 return out
@@ -453,6 +497,13 @@ class ClockEstimator:
                 ssr += ww * r * r
             noise = max(ssr / max(n_eff - 3.0, 1.0), floor, 1e-18)
         return out
+
+
+FAST_FACTOR = 0.75  # a round trip under this share of the window's least is not the path's
+ENVELOPE_SLACK = 4.0  # a trip may beat its envelope by this many error bounds, not more
+
+# Scalars are squared as x * x, never x ** 2: CPython's pow() can differ from x * x in the last bit,
+# and the JavaScript twin (where x ** 2 is x * x) must compute the same numbers.
 
 
 def _median(xs: list[float]) -> float:

@@ -212,11 +212,12 @@ class DisciplinedClock:
         dt = min(now - last, cfg.max_integrate)
         if dt > 0 and self.state is LockState.LOCKED:
             # Integral path (type II): frequency integrates the phase error.
-            self.freq += err * dt / cfg.freq_time_constant**2
+            self.freq += err * dt / (cfg.freq_time_constant * cfg.freq_time_constant)
         # Frequency-locked assist, as in NTP's hybrid loop: the regression slope over a long
         # baseline is a direct, low-noise measurement of the drift the integrator chases. Its
         # weight falls with its uncertainty (inverse variance) beyond fll_max_skew_error.
-        trust = min(1.0, (cfg.fll_max_skew_error / max(est.skew_error, 1e-12)) ** 2)
+        ratio = cfg.fll_max_skew_error / max(est.skew_error, 1e-12)
+        trust = min(1.0, ratio * ratio)
         self.freq += cfg.fll_gain * trust * (est.skew - self.freq)
         self.freq = max(-cfg.max_freq, min(cfg.max_freq, self.freq))
         self._last_update = now

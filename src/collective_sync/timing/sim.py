@@ -396,7 +396,8 @@ def simulate_clock(
     """Run one client's exchanges against the true server clock; sample the error on a grid.
 
     The grid reads the clock as an application would (`DisciplinedClock.read`, never backwards).
-    While the device is suspended nothing is sent, replies are lost, and the grid records NaN.
+    While the device is suspended nothing is sent, replies wait until it wakes, and the grid
+    records NaN.
     """
     packets = trace or PacketTrace(scenario.link, seed)
     osc = scenario.oscillator(seed)
@@ -456,7 +457,13 @@ def simulate_clock(
                     counter += 1
                     heapq.heappush(events, (t2 + down, counter, "reply", (t0, s1, s2)))
             heapq.heappush(events, (te + dc.next_probe_interval(), counter, "probe", ()))
-        elif wake is None:
+        elif wake is not None:
+            # Asleep: the reply waits in the OS's buffers and is read on waking, stamped with the
+            # local clock then. Sent before the nap, read after it: such an exchange straddles
+            # the jump and its round trip reads short (or negative).
+            counter += 1
+            heapq.heappush(events, (wake, counter, "reply", data))
+        else:
             t0, t1, t2 = data
             local = osc.local(te)
             before = dc.read(local) if dc.started else None

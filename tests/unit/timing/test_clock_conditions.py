@@ -58,6 +58,18 @@ def test_reacquires_within_two_seconds_of_waking(sleep: float, seed: int) -> Non
     assert trace.monotonic_violations == 0
 
 
+def test_replies_read_after_waking_do_not_bias_the_clock() -> None:
+    """On a slow path requests are in flight when the phone falls asleep; their replies are read
+    when it wakes, stamped with a clock that stood still, so their round trips read short and
+    their down-trips look better than the path allows. They must not steer the clock."""
+    sc = stress("suspend-mobile", duration=160.0)
+    clock = DisciplinedClock()
+    trace = simulate_clock(sc, seed=2, clock=clock)
+    assert recovery(trace, 130.0) < 2.0
+    kinds = [e.kind for e in clock.events]
+    assert kinds.index("reacquire") < kinds.index("step")  # no step from a straddling reply
+
+
 def test_a_jump_of_days_is_recovered_as_fast() -> None:
     """Feed the exchanges directly: three days without a sample, the local clock stood still."""
     osc = Oscillator(offset=2.0, skew=80e-6)

@@ -28,16 +28,30 @@ const ERROR_TEXT = {
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
-/** The page's local clock: the browser's, or a deliberately offset and skewed one. */
+/** `AT:AMOUNT,AT:AMOUNT` → [[AT, AMOUNT], ...] (seconds). */
+const pairs = (text) => (text ? text.split(',').map((p) => p.split(':').map(Number)) : []);
+
+/**
+ * The page's local clock: the browser's, or a deliberately wrong one. `offset` (s) and `skew`
+ * (ppm); `jump=AT:AMOUNT` sets it forward (+) or back (−) AMOUNT s at AT s after load, and
+ * `freeze=AT:DURATION` makes it stand still for DURATION s from AT s, as performance.now() does
+ * while a phone sleeps (the page keeps running here, so its exchanges show the frozen clock).
+ */
 function makeClock() {
   const offset = Number(params.get('offset') ?? 0);
   const skew = Number(params.get('skew') ?? 0) * 1e-6;
+  const jumps = pairs(params.get('jump'));
+  const freezes = pairs(params.get('freeze'));
   const ref = (performance.timeOrigin + performance.now()) / 1000;
   const perfToLocal = (ms) => {
-    const t = (performance.timeOrigin + ms) / 1000;
-    return t + offset + (t - ref) * skew;
+    let t = (performance.timeOrigin + ms) / 1000;
+    const since = t - ref;
+    for (const [at, d] of freezes) if (since > at) t -= Math.min(since - at, d); // stands still
+    let extra = 0;
+    for (const [at, amount] of jumps) if (since >= at) extra += amount;
+    return t + offset + (t - ref) * skew + extra;
   };
-  return { perfToLocal, clock: () => perfToLocal(performance.now()), offset, skew };
+  return { perfToLocal, clock: () => perfToLocal(performance.now()), offset, skew, scripted: jumps.length + freezes.length };
 }
 
 function toast(text, kind = 'info') {
@@ -382,7 +396,7 @@ class App {
     const lock = $('lock');
     lock.textContent = c.network.locked ? 'locked' : 'acquiring';
     lock.className = `badge ${c.network.locked ? 'ok' : 'warn'}`;
-    if (this.sim.offset || this.sim.skew) {
+    if (this.sim.offset || this.sim.skew || this.sim.scripted) {
       $('sim-note').textContent = `This page runs on a simulated local clock (${this.sim.offset >= 0 ? '+' : ''}${this.sim.offset} s, ${(this.sim.skew * 1e6).toFixed(0)} ppm).`;
     }
   }

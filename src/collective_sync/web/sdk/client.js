@@ -215,11 +215,35 @@ export class Client extends EventTarget {
     this.closing = false;
     this.connected = false;
     this.probeTimer = null;
+    this.lastProbeT0 = -Infinity; // the local reading of the last probe sent
   }
 
+  /** Network time now (never backwards, even if the local clock is), or at local reading `local`. */
   networkTime(local = null) {
-    const t = local ?? this.clock();
-    return this.network.estimator.last ? this.network.toNetwork(t) : t;
+    if (local !== null) return this.network.started ? this.network.toNetwork(local) : local;
+    const t = this.clock();
+    if (!this.network.started) return t;
+    const net = this.network.read(t);
+    if (this.network.events.length) this.emitClockEvents();
+    return net;
+  }
+
+  /** Steps, holds and re-acquisitions of the network clock, as `clock` events (players re-anchor). */
+  emitClockEvents() {
+    for (const detail of this.network.drainEvents()) this.dispatchEvent(new CustomEvent('clock', { detail }));
+  }
+
+  /** The host says the local clock may have jumped (woke up, page shown again): probe fast. */
+  suspectClock() {
+    this.network.suspect(this.clock());
+    if (this.connected) { clearTimeout(this.probeTimer); this.probe(); }
+  }
+
+  /** Listen for what tells a page it slept. Called once the socket is up; idempotent. */
+  watchLifecycle() {
+    if (this.lifecycle || typeof document === 'undefined') return;
+    this.lifecycle = () => { if (document.visibilityState !== 'hidden') this.suspectClock(); };
+    for (const ev of ['visibilitychange', 'resume', 'pageshow']) document.addEventListener(ev, this.lifecycle);
   }
 
   open() {
@@ -274,6 +298,9 @@ export class Client extends EventTarget {
 
   close() {
     this.closing = true;
+    if (this.lifecycle) {
+      for (const ev of ['visibilitychange', 'resume', 'pageshow']) document.removeEventListener(ev, this.lifecycle);
+    }
     clearTimeout(this.probeTimer);
     for (const s of this.sessions.values()) s.playout.close();
     this.ws?.close(1000);
@@ -283,7 +310,21 @@ export class Client extends EventTarget {
 
   probe() {
     if (!this.connected) return;
+    // Date.now() keeps counting through sleep where performance.now() may not: the two parting
+    // by more than a crystal can (0.5 s between probes) means the local clock jumped.
+    const gap = Date.now() / 1000 - this.clock();
+    if (this.wallGap !== undefined && Math.abs(gap - this.wallGap) > 0.5) this.network.suspect(this.clock());
+    this.wallGap = gap;
     const t0 = this.clock();
+    if (t0 === this.lastProbeT0) {
+      // The local clock has stood still since the last probe (a suspended page whose clock
+      // stops): an exchange now would be stamped wrong. Look again shortly. (A clock set
+      // back is another matter: it reads differently, and the exchange tells the estimator.)
+      this.network.suspect(t0);
+      this.probeTimer = setTimeout(() => this.probe(), this.network.nextProbeInterval() * 1000);
+      return;
+    }
+    this.lastProbeT0 = t0;
     this.timePending.set(t0, true);
     this.send({ type: 'time', t0 });
     setTimeout(() => this.timePending.delete(t0), 2000); // lost: forget it
@@ -307,6 +348,7 @@ export class Client extends EventTarget {
       case 'welcome':
         this.welcome = msg;
         this.connected = true;
+        this.watchLifecycle();
         this.probe();
         this.welcomed?.();
         break;
@@ -340,8 +382,9 @@ export class Client extends EventTarget {
     // the path's delay asymmetry and queueing), but an honest picture of the clock's error.
     const residual = this.network.locked ? sampleOffset(sample) - this.network.phase(sample.t3) : null;
     this.network.addSample(sample);
-    const detail = { sample, rtt: sampleDelay(sample), residual, error: this.network.error };
+    const detail = { sample, rtt: sampleDelay(sample), residual, error: this.network.errorAt(sample.t3) };
     this.dispatchEvent(new CustomEvent('timesample', { detail }));
+    if (this.network.events.length) this.emitClockEvents();
   }
 
   settle(rid, value, error = null) {

@@ -7,6 +7,11 @@ export const ADAPTIVE_DEFAULTS = Object.freeze({
   targetLate: 0.001, margin: 0.005, window: 1000, minDelay: 0.02, maxDelay: 1.0, upRate: 0.5, downRate: 0.01,
 });
 
+/** Bounds of the per-key memory of what was applied (JitterBuffer's `memory` and `max_keys`). */
+export const JITTER_DEFAULTS = Object.freeze({ memory: 60.0, maxKeys: 65536 });
+
+export const FORGET_EVERY = 1024; // applications between sweeps of the per-key memory
+
 /** Compare (at, sender, seq) stamps as Python compares tuples. */
 function cmp(a, b) {
   if (a[0] !== b[0]) return a[0] < b[0] ? -1 : 1;
@@ -16,23 +21,41 @@ function cmp(a, b) {
 const stampOf = (item) => [item.at, item.sender, item.seq];
 const NONE = [-Infinity, '', -1];
 
-/** numpy.percentile with linear interpolation. */
+/** numpy.percentile with linear interpolation (numpy's lerp: from the nearer neighbour). */
 export function percentile(values, q) {
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (q / 100) * (s.length - 1);
-  const lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+  const s = Float64Array.from(values).sort();
+  const pos = (s.length - 1) * (q / 100);
+  if (pos >= s.length - 1) return s[s.length - 1];
+  const lo = Math.floor(pos);
+  const a = s[lo], b = s[lo + 1], gamma = pos - lo, diff = b - a;
+  return gamma >= 0.5 ? b - diff * (1 - gamma) : a + diff * gamma;
+}
+
+/** The median as np.median computes it (mean of the two middle values for an even count). */
+function median(values) {
+  const s = Float64Array.from(values).sort();
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 export class JitterBuffer {
-  /** @param {number} [delay] @param {Partial<typeof ADAPTIVE_DEFAULTS>} [adaptive] */
-  constructor(delay = 0.15, adaptive = {}) {
+  /**
+   * @param {number} [delay] the session's playout delay D (s)
+   * @param {Partial<typeof ADAPTIVE_DEFAULTS>} [adaptive]
+   * @param {{memory?: number, maxKeys?: number}} [bounds] seconds of "last applied" stamps
+   *   remembered per key, and how many keys at most (`newest.size` counts those remembered)
+   */
+  constructor(delay = 0.15, adaptive = {}, { memory = JITTER_DEFAULTS.memory, maxKeys = JITTER_DEFAULTS.maxKeys } = {}) {
     this.delay = delay;
+    this.memory = memory;
+    this.maxKeys = maxKeys;
     this.adaptive = { ...ADAPTIVE_DEFAULTS, ...adaptive };
     this.stats = { received: 0, applied: 0, lateApplied: 0, lateDropped: 0, reordered: 0 };
     this.suggestedDelay = delay;
     /** @type {Item[]} */ this.queue = []; // sorted by (at, sender, seq)
-    /** @type {Map<string, Array>} */ this.newest = new Map();
+    /** @type {Map<string, Array>} */ this.newest = new Map(); // key -> stamp last applied
+    this.floor = -Infinity; // stamps older than this were forgotten: late items below it drop
+    this.marks = 0;
     /** @type {number[]} */ this.transits = [];
     this.maxAt = -Infinity;
     this.lastAdapt = null;
@@ -63,7 +86,7 @@ export class JitterBuffer {
       this.queue.splice(lo, 0, item);
       return [];
     }
-    if (item.keys.every((k) => cmp(this.newest.get(k) ?? NONE, stamp) < 0)) {
+    if (item.at >= this.floor && item.keys.every((k) => cmp(this.newest.get(k) ?? NONE, stamp) < 0)) {
       st.lateApplied++;
       this.markApplied(item);
       return [item];
@@ -91,6 +114,22 @@ export class JitterBuffer {
     this.stats.applied++;
     const stamp = stampOf(item);
     for (const k of item.keys) if (cmp(this.newest.get(k) ?? NONE, stamp) < 0) this.newest.set(k, stamp);
+    this.marks++;
+    if (this.marks % FORGET_EVERY === 0 || this.newest.size > this.maxKeys) this.forget();
+  }
+
+  /** Forget keys last applied more than `memory` s before the newest update (a late update older
+   *  than that is then dropped, not applied); beyond `maxKeys`, the older half goes too. */
+  forget() {
+    let floor = this.maxAt - this.memory;
+    if (this.newest.size > this.maxKeys) {
+      const mid = median([...this.newest.values()].map((v) => v[0]));
+      if (mid > floor) floor = mid;
+    }
+    if (floor > this.floor) {
+      this.floor = floor;
+      this.newest = new Map([...this.newest].filter(([, v]) => v[0] >= floor));
+    }
   }
 
   adapt(now) {
