@@ -263,9 +263,14 @@ class DisciplinedClock:
         if -err > cfg.announce and self._ever_locked and not was_holding:
             self._emit(ClockEvent("hold", now, err, duration))
 
+    @property
+    def _hold_segment(self) -> bool:
+        """The current segment is a hold (network time at hold_rate), not an ordinary slew."""
+        return self._slew < -0.5
+
     def holding(self, local: float) -> bool:
         """Whether network time is being held back (absorbing a backward correction) at `local`."""
-        return self._slew < -0.5 and local < self._slew_until
+        return self._hold_segment and local < self._slew_until
 
     def _maybe_lock(self, est: Estimate, now: float) -> None:
         """Locked once enough samples agree and the whole error bound is within acquire_error."""
@@ -293,7 +298,7 @@ class DisciplinedClock:
         est = self.estimator.last
         acquiring = self.state is LockState.ACQUIRING and not (
             # Held back with a good estimate: waiting out the hold needs no faster probing.
-            self._slew < -0.5 and est is not None and est.error <= self.config.acquire_error
+            self._hold_segment and est is not None and est.error <= self.config.acquire_error
         )
         if acquiring or self._burst_left > 0 or self.estimator.suspicious:
             return self.config.burst_interval

@@ -137,7 +137,10 @@ export class DisciplinedClock {
   }
 
   /** Whether network time is being held back (absorbing a backward correction) at `local`. */
-  holding(local) { return this.slew < -0.5 && local < this.slewUntil; }
+  /** The current segment is a hold (network time at holdRate), not an ordinary slew. */
+  get holdSegment() { return this.slew < -0.5; }
+
+  holding(local) { return this.holdSegment && local < this.slewUntil; }
 
   // --- discipline -------------------------------------------------------------------------
 
@@ -250,7 +253,7 @@ export class DisciplinedClock {
     const cfg = this.config;
     const est = this.estimator.last;
     // Held back with a good estimate: waiting out the hold needs no faster probing.
-    const acquiring = !this.locked && !(this.slew < -0.5 && est !== null && est.error <= cfg.acquireError);
+    const acquiring = !this.locked && !(this.holdSegment && est !== null && est.error <= cfg.acquireError);
     if (acquiring || this.burstLeft > 0 || this.estimator.suspicious) return cfg.burstInterval;
     const settling = est === null || est.skewError > cfg.settleSkewError;
     if (settling && this.estimator.span < cfg.maxSettle) return cfg.settleInterval;
