@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .jitter import Item, JitterBuffer
-from .sim import ClockTrace, PacketTrace, Scenario, scenarios, simulate_clock, stress_scenarios
+from .sim import ClockTrace, PacketTrace, Scenario, scenarios, settle_time, simulate_clock, stress_scenarios
 
 EVAL_DT = 0.01
 PROCESSING = 20e-6
@@ -42,14 +42,6 @@ def error_stats(t: np.ndarray, err: np.ndarray, start: float) -> dict[str, float
     }
 
 
-def within(t: np.ndarray, err: np.ndarray, bound: float) -> float:
-    """First true time after which |error| stays within `bound` (inf if never)."""
-    bad = np.flatnonzero(~(np.abs(err) <= bound))
-    if not bad.size:
-        return float(t[0])
-    return float(t[bad[-1] + 1]) if bad[-1] + 1 < t.size else float("inf")
-
-
 def monotonic_violations(t: np.ndarray, err: np.ndarray, start: float) -> int:
     net = (t + err)[(t >= start) & np.isfinite(err)]
     return int((np.diff(net) <= 0).sum())
@@ -62,14 +54,8 @@ def recovery_times(t: np.ndarray, err: np.ndarray, sc: Scenario, bound: float = 
     marks = [*sc.disruptions, float(t[-1]) + 1.0]
     for d, nxt in itertools.pairwise(marks):
         m = (t >= d) & (t < nxt)
-        tm, e = t[m], np.abs(err[m])
-        bad = np.flatnonzero(~(e <= bound))
-        if not bad.size:
-            out.append(0.0)
-        elif bad[-1] + 1 < tm.size:
-            out.append(round(float(tm[bad[-1] + 1] - d), 3))
-        else:
-            out.append(float("inf"))
+        settle = settle_time(t[m], err[m], bound, start=d)
+        out.append(round(settle - d, 3) if np.isfinite(settle) else settle)
     return out
 
 
@@ -87,7 +73,7 @@ def _stats(t: np.ndarray, err: np.ndarray, sc: Scenario, lock: float) -> dict[st
     fake = np.where(keep, err, np.nan)
     return {
         "lock_s": round(lock, 3),
-        "within_1ms_s": round(within(t, err, 1e-3), 3) if not sc.disruptions else None,
+        "within_1ms_s": round(settle_time(t, err, 1e-3), 3) if not sc.disruptions else None,
         "after_lock": error_stats(t, err, lock),
         "settled": error_stats(t, fake, 0.0),  # after 10 s, outside recoveries
         "recovery_s": rec,

@@ -25,8 +25,8 @@ from .estimator import ClockEstimator, Estimate, EstimatorConfig, Sample
 
 
 class LockState(Enum):
-    ACQUIRING = "acquiring"  # no estimate yet, or still in the join burst: may step
-    LOCKED = "locked"  # slewing only
+    ACQUIRING = "acquiring"  # joining or re-acquiring: every correction is a step or a hold
+    LOCKED = "locked"  # bound within 1 ms: slews, steps/holds only beyond step_threshold
 
 
 @dataclass

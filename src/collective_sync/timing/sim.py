@@ -376,12 +376,14 @@ class ClockTrace:
     monotonic_violations: int
     bound: np.ndarray = field(default_factory=lambda: np.empty(0))  # the clock's own error bound
 
-    def time_to_lock(self, within: float = 1e-3) -> float:
-        """First true time after which |error| stays within `within` (inf if never)."""
-        bad = np.flatnonzero(~(np.abs(self.error) <= within))  # NaN (no estimate yet) counts as bad
-        if not bad.size:
-            return float(self.t[0])
-        return float(self.t[bad[-1] + 1]) if bad[-1] + 1 < self.t.size else float("inf")
+
+def settle_time(t: np.ndarray, err: np.ndarray, bound: float, start: float | None = None) -> float:
+    """First time in `t` after which |err| stays within `bound` (inf if never; `start`, default
+    t[0], if it always was). NaN (no estimate yet) counts as outside."""
+    bad = np.flatnonzero(~(np.abs(err) <= bound))
+    if not bad.size:
+        return float(t[0]) if start is None else start
+    return float(t[bad[-1] + 1]) if bad[-1] + 1 < t.size else float("inf")
 
 
 def simulate_clock(

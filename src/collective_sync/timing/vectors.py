@@ -38,8 +38,7 @@ class _Recording(DisciplinedClock):
         return net
 
     def _events_since(self) -> list[list[Any]]:
-        out = [[e.kind, e.local, e.amount, e.duration] for e in self.drain_events()]
-        return out
+        return [[e.kind, e.local, e.amount, e.duration] for e in self.drain_events()]
 
     def add_sample(self, sample: Sample) -> Any:
         est = super().add_sample(sample)

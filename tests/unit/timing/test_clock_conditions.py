@@ -16,7 +16,14 @@ import pytest
 from collective_sync.timing import DisciplinedClock, JitterBuffer, Sample
 from collective_sync.timing.estimator import ClockEstimator, EstimatorConfig
 from collective_sync.timing.jitter import Item
-from collective_sync.timing.sim import ClockTrace, Oscillator, Scenario, simulate_clock, stress_scenarios
+from collective_sync.timing.sim import (
+    ClockTrace,
+    Oscillator,
+    Scenario,
+    settle_time,
+    simulate_clock,
+    stress_scenarios,
+)
 
 MS = 1e-3
 
@@ -28,11 +35,7 @@ def stress(name: str, **changes: object) -> Scenario:
 def recovery(trace: ClockTrace, at: float, within: float = 1 * MS) -> float:
     """Seconds after `at` until |error| stays within `within` (inf if never)."""
     m = trace.t >= at
-    t, e = trace.t[m], np.abs(trace.error[m])
-    bad = np.flatnonzero(~(e <= within))
-    if not bad.size:
-        return 0.0
-    return float(t[bad[-1] + 1] - at) if bad[-1] + 1 < t.size else float("inf")
+    return settle_time(trace.t[m], trace.error[m], within, start=at) - at
 
 
 def p99_after(trace: ClockTrace, start: float) -> float:
