@@ -262,7 +262,9 @@ class ClockEstimator:
         lo, hi = off + est.delay / 2, off - est.delay / 2
         if up < hi - tol or down > lo + tol:
             return False
-        slack = ENVELOPE_SLACK * est.error + drift
+        # (At least half the path's round-trip spread: on a jittery real path the envelopes'
+        # own error can understate what a genuine sample may beat them by.)
+        slack = max(ENVELOPE_SLACK * est.error, self._spread / 2) + drift
         return up >= lo - slack and down <= hi + slack
 
     def _too_fast(self, s: Sample) -> bool:

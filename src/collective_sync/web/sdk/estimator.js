@@ -225,7 +225,9 @@ export class ClockEstimator {
     if (up < hi - tol || down > lo + tol) return false;
     // Neither trip far better than its own envelope: no trip beats the path's fastest (a reply
     // read after waking, for a request sent before sleeping, reads short by the nap).
-    const slack = ENVELOPE_SLACK * est.error + drift;
+    // (At least half the path's round-trip spread: on a jittery real path the envelopes' own
+    // error can understate what a genuine sample may beat them by.)
+    const slack = Math.max(ENVELOPE_SLACK * est.error, this.spread / 2) + drift;
     return up >= lo - slack && down <= hi + slack;
   }
 
