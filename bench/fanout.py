@@ -175,6 +175,7 @@ def start_server() -> Server:
             "serve",
             "--port",
             "0",
+            "--memory",
             "--rate",
             "100000",
             "--burst",

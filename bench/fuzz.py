@@ -71,6 +71,7 @@ def server(args: argparse.Namespace) -> dict[str, Any]:
         "127.0.0.1",
         "--port",
         "0",
+        "--memory",
         "--log-level",
         "WARNING",
     ]

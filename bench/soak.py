@@ -126,7 +126,7 @@ async def feed_non_reader(url: str, megabytes: int) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
-        sys.executable, "-m", "collective_sync.cli", "serve", "--port", "0",
+        sys.executable, "-m", "collective_sync.cli", "serve", "--port", "0", "--memory",
         "--grace", "0.5", "--session-ttl", "0.5", "--rate", "100000", "--burst", "100000",
         "--log-level", "WARNING",
     ]  # fmt: skip

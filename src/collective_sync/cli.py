@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+from pathlib import Path
 
 from .server.config import ServerConfig
 
@@ -27,6 +29,29 @@ def main(argv: list[str] | None = None) -> None:
     )
     serve.add_argument(
         "--session-ttl", type=float, default=d.session_ttl, help="seconds an empty session lives on"
+    )
+    store = serve.add_mutually_exclusive_group()
+    store.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="directory of the durable store (SQLite); default $COLLECTIVE_SYNC_DATA_DIR, else "
+        "$XDG_STATE_HOME/collective-sync (%(default)s)",
+    )
+    store.add_argument(
+        "--memory", action="store_true", help="keep sessions in memory only: a restart loses them"
+    )
+    serve.add_argument(
+        "--sync",
+        choices=("full", "normal"),
+        default=d.sync,
+        help="full: fsync every commit (survives power loss); normal: survives a process crash only",
+    )
+    serve.add_argument(
+        "--restart-grace",
+        type=float,
+        default=d.session.restart_grace,
+        help="seconds participants connected at shutdown have to resume after a restart",
     )
     serve.add_argument("--log-level", default="INFO")
     imp = sub.add_parser("impair", help="loopback proxy adding delay, jitter, loss, reordering")
@@ -68,13 +93,24 @@ def main(argv: list[str] | None = None) -> None:
             rate_per_second=args.rate,
             burst=args.burst,
             session_ttl=args.session_ttl,
+            data_dir=None if args.memory else args.data_dir,
+            sync=args.sync,
         )
         config.session.grace_period = args.grace
+        config.session.restart_grace = args.restart_grace
         run(config)
     elif args.command == "impair":
         _impair(args)
     elif args.command == "bench":
         _bench_clock(args)
+
+
+def default_data_dir() -> Path:
+    explicit = os.environ.get("COLLECTIVE_SYNC_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "collective-sync"
 
 
 def _bench_clock(args: argparse.Namespace) -> None:

@@ -46,6 +46,9 @@ async def test_metrics_lists_the_documented_names(server) -> None:
         "collective_sync_deliveries_total",
         "collective_sync_coalesced_drops_total",
         "collective_sync_slow_consumer_closes_total",
+        "collective_sync_store_commits_total",
+        "collective_sync_store_commit_seconds_total",
+        "collective_sync_held_for_disk",
     ):
         assert metric(text, name) is not None, name
     assert metric(text, "collective_sync_connections") == 1

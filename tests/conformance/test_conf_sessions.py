@@ -338,7 +338,7 @@ async def test_session_ends_after_its_last_participant_is_gone(server) -> None:
     await wait_healthz(server.http, timeout=3, sessions=0)
     assert time.monotonic() - gone_at >= 0.5 * 0.9  # make_config: session_ttl 0.5
     err = await lea.request({"type": "join", "session": sid, "name": "x"}, rid=3)
-    assert err["code"] == "session_not_found"
+    assert (err["code"], err["rid"], err["session"]) == ("session_ended", 3, sid)
 
 
 async def test_up_to_max_sessions_per_connection(server) -> None:

@@ -103,7 +103,10 @@ async def test_join_missing_session_and_session_expiry(server, connect) -> None:
     assert await asyncio.wait_for(ended, 5) == "short-lived"  # ttl 0.5 s in tests
     with pytest.raises(ServerError) as err:
         await b.join("short-lived", "Ben")
-    assert err.value.code == "session_not_found"
+    assert err.value.code == "session_ended"  # not "not found": a client holding a link stops retrying
+    assert "ended" in err.value.message
+    again = await b.create("Ben", session_id="short-lived")  # an ended id may be used again
+    assert again.is_leader
 
 
 async def test_handover(connect) -> None:

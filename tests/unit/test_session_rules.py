@@ -17,10 +17,10 @@ def make(grace: float = 5.0, history: int = 1024) -> Session:
 
 def test_first_non_observer_claims_leadership() -> None:
     s = make()
-    obs, _ = s.add("O", "observer", {}, "c0", 0.0)
+    obs, _, _ = s.add("O", "observer", {}, "c0", 0.0)
     assert s.leader is None
     assert obs.role == "observer"
-    p, outs = s.add("P", "participant", {}, "c1", 1.0)
+    p, _, outs = s.add("P", "participant", {}, "c1", 1.0)
     assert (s.leader, p.role) == (p.id, "leader")
     assert any(isinstance(o.msg, Leader) and o.msg.reason == "claimed" for o in outs)
     joins = [o for o in outs if isinstance(o.msg, Presence)]
@@ -29,10 +29,10 @@ def test_first_non_observer_claims_leadership() -> None:
 
 def test_drop_then_expire_fails_over_to_longest_present_connected() -> None:
     s = make(grace=5.0)
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
+    lead, _, _ = s.add("L", "participant", {}, "c0", 0.0)
     s.add("Obs", "observer", {}, "c1", 1.0)
-    gone, _ = s.add("Gone", "participant", {}, "c2", 2.0)
-    heir, _ = s.add("Heir", "participant", {}, "c3", 3.0)
+    gone, _, _ = s.add("Gone", "participant", {}, "c2", 2.0)
+    heir, _, _ = s.add("Heir", "participant", {}, "c3", 3.0)
     s.add("Young", "participant", {}, "c4", 4.0)
     s.drop(gone.id, 10.0)  # older than the heir, but disconnected
     outs = s.drop(lead.id, 10.0)
@@ -49,19 +49,20 @@ def test_drop_then_expire_fails_over_to_longest_present_connected() -> None:
 
 def test_vacant_when_nobody_can_lead_then_next_joiner_claims() -> None:
     s = make()
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
+    lead, _, _ = s.add("L", "participant", {}, "c0", 0.0)
     s.add("Obs", "observer", {}, "c1", 1.0)
     outs = s.remove(lead.id, 2.0)
     assert [o.msg.reason for o in outs if isinstance(o.msg, Leader)] == ["vacant"]
-    p, outs = s.add("New", "participant", {}, "c2", 3.0)
+    p, _, outs = s.add("New", "participant", {}, "c2", 3.0)
     assert s.leader == p.id
 
 
 def test_resume_keeps_identity_and_role() -> None:
     s = make()
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
+    lead, token, _ = s.add("L", "participant", {}, "c0", 0.0)
+    assert token not in repr(s.participants) and lead.token_hash != token  # kept only hashed
     s.drop(lead.id, 1.0)
-    p, outs = s.resume(lead.token, "c9")
+    p, outs = s.resume(token, "c9")
     assert (p.id, p.role, p.conn, p.dropped_at) == (lead.id, "leader", "c9", None)
     assert outs[0].msg.updates[0].connected is True
     assert s.expire(100.0) == []  # no pending grace any more
@@ -72,14 +73,17 @@ def test_resume_keeps_identity_and_role() -> None:
 
 def test_control_is_leader_only_ordered_and_bounded() -> None:
     s = make(history=3)
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
-    other, _ = s.add("O", "participant", {}, "c1", 0.0)
+    lead, _, _ = s.add("L", "participant", {}, "c0", 0.0)
+    other, _, _ = s.add("O", "participant", {}, "c1", 0.0)
     with pytest.raises(ProtocolError) as err:
         s.control(other.id, "x", None, None, 1.0)
     assert err.value.code == "not_leader"
     seqs = [s.control(lead.id, "x", {"i": i}, None, 1.0)[0].seq for i in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
-    assert [m.seq for m in s.replay_after(1)] == [3, 4, 5]  # history keeps the last 3
+    s.released_seq = 4  # 5 is not durable yet: nobody may replay it
+    assert [m.seq for m in s.replay_after(1)] == [3, 4]  # history keeps the last 3
+    s.released_seq = 5
+    assert [m.seq for m in s.replay_after(1)] == [3, 4, 5]
     assert [m.seq for m in s.replay_after(4)] == [5]
     msg, _ = s.control(lead.id, "x", None, None, 7.5)
     assert isinstance(msg, ControlOut)
@@ -91,9 +95,9 @@ def test_control_is_leader_only_ordered_and_bounded() -> None:
 
 def test_handover_rules() -> None:
     s = make()
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
-    obs, _ = s.add("O", "observer", {}, "c1", 0.0)
-    p, _ = s.add("P", "participant", {}, "c2", 0.0)
+    lead, _, _ = s.add("L", "participant", {}, "c0", 0.0)
+    obs, _, _ = s.add("O", "observer", {}, "c1", 0.0)
+    p, p_token, _ = s.add("P", "participant", {}, "c2", 0.0)
     with pytest.raises(ProtocolError):
         s.handover(lead.id, obs.id)
     with pytest.raises(ProtocolError):
@@ -101,16 +105,16 @@ def test_handover_rules() -> None:
     s.drop(p.id, 1.0)
     with pytest.raises(ProtocolError):
         s.handover(lead.id, p.id)  # disconnected
-    s.resume(p.token, "c3")
+    s.resume(p_token, "c3")
     s.handover(lead.id, p.id)
     assert (s.leader, lead.role, p.role) == (p.id, "participant", "leader")
 
 
 def test_state_permissions_and_area_cleanup() -> None:
     s = make()
-    lead, _ = s.add("L", "participant", {}, "c0", 0.0)
-    p, _ = s.add("P", "participant", {}, "c1", 0.0)
-    obs, _ = s.add("O", "observer", {}, "c2", 0.0)
+    lead, _, _ = s.add("L", "participant", {}, "c0", 0.0)
+    p, _, _ = s.add("P", "participant", {}, "c1", 0.0)
+    obs, _, _ = s.add("O", "observer", {}, "c2", 0.0)
     assert s.set_state(lead.id, {"geometry.R": 1.0}, 1.0, 1.0)[0].msg.v == 1
     with pytest.raises(ProtocolError) as err:
         s.set_state(p.id, {"geometry.R": 2.0}, 1.0, 1.0)
@@ -127,7 +131,7 @@ def test_state_permissions_and_area_cleanup() -> None:
 
 def test_empty_since_tracks_last_departure() -> None:
     s = make()
-    p, _ = s.add("L", "participant", {}, "c0", 1.0)
+    p, _, _ = s.add("L", "participant", {}, "c0", 1.0)
     assert s.empty_since is None
     s.remove(p.id, 4.0)
     assert s.empty_since == 4.0

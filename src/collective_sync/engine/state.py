@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..protocol.errors import ErrorCode, ProtocolError
 
 LEADER_ROOTS: frozenset[str] = frozenset({"oscillators", "geometry", "polarity"})
@@ -136,6 +138,23 @@ class StateDoc:
             self.version += 1
         return dict.fromkeys(gone)
 
+    def dump(self) -> bytes:
+        """Everything that decides future merges (values, stamps, tombstones, floors, version), for
+        a durable snapshot; the derived indexes are rebuilt by `load`."""
+        return msgspec.json.encode(
+            _Dump(self.version, self.values, self.stamps, self.tombstones, self.floors)
+        )
+
+    @classmethod
+    def load(cls, data: bytes, max_keys: int = 4096) -> StateDoc:
+        d = msgspec.json.decode(data, type=_Dump)
+        doc = cls(max_keys, d.values, d.stamps, d.tombstones, floors=d.floors, version=d.version)
+        doc.tombstone_count = sum(len(g) for g in doc.tombstones.values())
+        doc._crowded = doc._most_crowded()
+        for path in doc.values:
+            doc._count(path, +1)
+        return doc
+
     def _store(self, path: str, value: Any, stamp: Stamp) -> None:
         was_live = path in self.values
         if value is None:
@@ -182,6 +201,16 @@ class StateDoc:
                 self._interior[prefix] = n
             else:
                 self._interior.pop(prefix, None)
+
+
+class _Dump(msgspec.Struct, array_like=True):
+    """The persisted form of a StateDoc (JSON: inspectable with any SQLite shell)."""
+
+    version: int
+    values: dict[str, Any]
+    stamps: dict[str, tuple[float, str]]
+    tombstones: dict[str, dict[str, tuple[float, str]]]
+    floors: dict[str, tuple[float, str]]
 
 
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,14 @@ class ErrorCode(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"  # `at` too far from server time
     INVALID_TARGET = "invalid_target"  # handover to someone who cannot lead
     RESUME_FAILED = "resume_failed"  # resume token unknown or expired
+    SESSION_ENDED = "session_ended"  # join/resume of a session that has ended (stop retrying)
 
 
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses; 4xxx are Collective Sync's own."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down
+    GOING_AWAY = 1001  # server shutting down or restarting: reconnect and resume
     PROTOCOL_ERROR = 1002  # broken WebSocket framing (e.g. a continuation frame out of place)
     POLICY_VIOLATION = 1008  # persistent flooding after rate-limit errors
     MESSAGE_TOO_BIG = 1009  # frame far above the limit (beyond what we read to reply)

@@ -190,12 +190,14 @@ class Joined(_Msg, tag="joined"):
     state: Snapshot
     seq: int
     settings: SessionSettings
+    epoch: str = ""  # changes when the server lost state (crash): trust the snapshot, not old `v`s
     rid: int | None = None
 
 
 class Left(_Msg, tag="left"):
     session: str
     rid: int | None = None
+    reason: Literal["replaced"] | None = None  # unsolicited: the participant resumed elsewhere
 
 
 class Ack(_Msg, tag="ack"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from .session import SessionLimits
 
@@ -25,3 +27,9 @@ class ServerConfig:
     handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request
     close_linger: float = 2.0  # after our close frame: seconds the peer has to read it and close
     session: SessionLimits = field(default_factory=SessionLimits)
+    data_dir: Path | None = None  # where the durable store lives; None: in memory only (`--memory`)
+    sync: Literal["full", "normal"] = "full"  # fsync every commit, or only survive a process crash
+    snapshot_interval: float = 0.1  # at most one state snapshot per session this often
+    max_ended_remembered: int = 100_000  # ended session ids answered with `session_ended`
+    ended_retention: float = 24 * 3600.0  # ... for this long
+    shutdown_timeout: float = 5.0  # SIGTERM to exit, at most

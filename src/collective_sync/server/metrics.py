@@ -37,8 +37,15 @@ class NodeCollector(Collector):
             ("deliveries", "Messages delivered to receivers (a frame may carry several)", s.deliveries),
             ("coalesced_drops", "Superseded state values not sent to slow receivers", node.coalesced_drops()),
             ("slow_consumer_closes", "Connections closed for an over-long reliable backlog", s.slow_closes),
+            ("store_commits", "Store transactions made durable (group commits)", node.store.commits),
+            ("store_commit_seconds", "Time spent in durable store commits", node.store.commit_seconds),
         ):
             yield CounterMetricFamily(_P + name, doc, value=value)
+        yield GaugeMetricFamily(
+            _P + "held_for_disk",
+            "Messages waiting for a control to be durable before they are sent",
+            value=sum(len(q) for q in node._held.values()),
+        )
         msgs = CounterMetricFamily(_P + "messages_in", "Valid client messages by type", labels=["type"])
         for kind, n in sorted(s.messages_in.items()):
             msgs.add_metric([kind], n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ from .config import ServerConfig
 from .outbox import Outbox
 from .ratelimit import TokenBucket, Verdict
 from .session import Out, Participant, Session
+from .store import Ended, MemoryStore, Store
 
 log = logging.getLogger("collective_sync.node")
 
@@ -71,6 +72,15 @@ class Connection:
         self.told_rate_limited = False
 
 
+@dataclass(slots=True)
+class _Held:
+    """Messages of a session waiting for a control to be durable (they keep their order)."""
+
+    ticket: int  # the store write that must be durable first (0: none of its own)
+    outs: list[Out]
+    ack: tuple[Connection, int | None, int] | None = None  # (leader's conn, rid, seq)
+
+
 @dataclass
 class NodeStats:
     """Plain counters on the hot path; exported by the Prometheus collector at scrape time."""
@@ -94,10 +104,21 @@ class Node:
         clock: Callable[[], float],
         backplane: Backplane | None = None,
         schedule_flush: Callable[[], None] | None = None,
+        store: Store | None = None,
     ):
         self.config = config
         self.clock = clock
         self.backplane: Backplane = backplane or InMemoryBackplane()
+        self.store: Store = store or MemoryStore()
+        self.store.on_durable = self._durable
+        self.epoch = self.store.epoch
+        self.stopping = False
+        # Sessions that really ended, so a late resume hears "ended", not "not found".
+        self.ended: OrderedDict[str, Ended] = OrderedDict()
+        self._held: dict[str, deque[_Held]] = {}
+        self._commit_due = False
+        self._snapshot_due: dict[str, None] = {}  # sessions whose state changed since their snapshot
+        self._snapshot_at: dict[str, float] = {}
         self.schedule_flush = schedule_flush or (lambda: None)
         self.on_session_end: Callable[[str], None] | None = None  # observers (logs, tests)
         self.sessions: dict[str, Session] = {}
@@ -121,6 +142,46 @@ class Node:
             StateSet: self._state_set,
         }
 
+    # --- lifetime --------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load what the store kept: sessions, participants (all dropped, in a grace period),
+        state, control history, ended sessions. Called once, before serving."""
+        rec = self.store.recover()
+        self.epoch = rec.epoch
+        now = self.clock()
+        for saved in rec.sessions:
+            session = Session.restore(saved, self.config.session, now, rec.stopped_at)
+            self._add_session(session)
+            self._watch.add(session.id)
+            self._persist(session)
+        for e in sorted(rec.ended, key=lambda e: e.at):
+            self._remember_end(e)
+        if rec.sessions or not rec.clean:
+            log.warning(
+                "restored %d sessions after %s (epoch %s)",
+                len(rec.sessions),
+                "a clean shutdown" if rec.clean else "a CRASH: state since the last snapshots is lost",
+                rec.epoch,
+            )
+
+    def shutdown(self) -> None:
+        """The server is stopping: persist everyone as dropped now (they get `restart_grace`
+        after the restart) and every session's state, then stop announcing drops."""
+        now = self.clock()
+        self.stopping = True
+        for session in self.sessions.values():
+            session.all_dropped(now)
+            session.state_dirty = True
+            self._persist(session)
+            self._snapshot(session, now)
+        self.store.commit()
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for conn in list(self.conns.values()):
+            self._close(conn, code, reason)
+        self.flush()
+
     # --- transport events ------------------------------------------------------------------
 
     def connect(self, sink: FrameSink) -> Connection:
@@ -138,8 +199,8 @@ class Node:
 
     def receive(self, conn: Connection, data: bytes) -> None:
         """One complete client frame. Every failure becomes a typed error to this sender only."""
-        if conn.closing:
-            return
+        if conn.closing or self.stopping:
+            return  # stopping: everything is being persisted; the 1001 that follows says why
         now = self.clock()
         self.stats.frames_in += 1
         verdict = conn.bucket.take(now)
@@ -189,8 +250,9 @@ class Node:
             if members is not None and members.get(pid) is conn:
                 del members[pid]
             session = self.sessions.get(sid)
-            if session is not None:
+            if session is not None and not self.stopping:
                 self._publish(session, session.drop(pid, now))
+                self._persist(session)
                 self._watch.add(sid)
         conn.sessions.clear()
 
@@ -205,6 +267,8 @@ class Node:
 
     def tick(self) -> None:
         """Expire grace periods (with leader failover) and end sessions left empty."""
+        if self.stopping:
+            return
         now = self.clock()
         for sid in list(self._watch):
             session = self.sessions.get(sid)
@@ -212,14 +276,27 @@ class Node:
                 self._watch.discard(sid)
                 continue
             self._publish(session, session.expire(now))
+            self._persist(session)
             if session.participants:
                 if all(p.dropped_at is None for p in session.participants.values()):
                     self._watch.discard(sid)
             elif session.empty_since is not None and now - session.empty_since >= self.config.session_ttl:
-                self._end(session)
+                self._end(session, now, "empty")
+        if self._snapshot_due:
+            every = self.config.snapshot_interval
+            for sid in list(self._snapshot_due):
+                session = self.sessions.get(sid)
+                if session is None:
+                    del self._snapshot_due[sid]
+                elif now - self._snapshot_at.get(sid, 0.0) >= every:
+                    self._snapshot(session, now)
+        self.store.commit()
 
     def flush(self) -> None:
         """Send each dirty receiver everything it got this turn as one frame."""
+        if self._commit_due:
+            self._commit_due = False
+            self.store.commit()
         if self._closing:
             closing, self._closing = self._closing, []
             for conn, code, reason in closing:
@@ -258,16 +335,19 @@ class Node:
             raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "the server is at its session limit")
         settings = msgspec.structs.replace(msg.settings, session_id=sid)
         session = Session(sid, settings, now, self.config.session)
-        self.sessions[sid] = session
-        self.members[sid] = {}
-        self.backplane.subscribe(sid, self._deliver)
-        p, outs = session.add(msg.name, "participant", msg.meta, conn.id, now)
+        self.ended.pop(sid, None)  # an ended session's id may be used again
+        self._add_session(session)
+        p, token, outs = session.add(msg.name, "participant", msg.meta, conn.id, now)
         log.info("session %s created by %s (public=%s)", sid, conn.id, settings.public)
-        self._enter(conn, session, p, msg.rid, outs, None)
+        self._enter(conn, session, p, token, msg.rid, outs, None)
 
     def _join(self, conn: Connection, msg: Join, now: float) -> None:
         session = self.sessions.get(msg.session)
         if session is None:
+            ended = self.ended.get(msg.session)
+            if ended is not None:
+                why = f"session {msg.session!r} has ended ({ended.reason})"
+                raise ProtocolError(ErrorCode.SESSION_ENDED, why)
             raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, f"no session {msg.session!r}")
         if msg.session in conn.sessions:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
@@ -276,18 +356,21 @@ class Node:
         if msg.resume is not None:
             previous = {p.id: p.conn for p in session.participants.values()}
             p, outs = session.resume(msg.resume, conn.id)
+            token = msg.resume
             old = self.conns.get(previous[p.id] or "")
-            if old is not None and old is not conn:
+            if old is not None and old is not conn:  # e.g. a duplicated browser tab: tell the first
                 old.sessions.pop(session.id, None)
+                self._private(old, Left(session=session.id, reason="replaced"))
         else:
-            p, outs = session.add(msg.name, msg.role, msg.meta, conn.id, now)
-        self._enter(conn, session, p, msg.rid, outs, msg.last_seq)
+            p, token, outs = session.add(msg.name, msg.role, msg.meta, conn.id, now)
+        self._enter(conn, session, p, token, msg.rid, outs, msg.last_seq)
 
     def _enter(
         self,
         conn: Connection,
         session: Session,
         p: Participant,
+        token: str,
         rid: int | None,
         outs: list[Out],
         last_seq: int | None,
@@ -299,13 +382,14 @@ class Node:
             Joined(
                 session=session.id,
                 you=p.id,
-                token=p.token,
+                token=token,
                 role=p.role,
                 leader=session.leader,
                 participants=[q.info() for q in session.participants.values()],
                 state=session.snapshot(),
-                seq=session.seq,
+                seq=session.released_seq,  # controls still waiting for the disk follow
                 settings=session.settings,
+                epoch=self.epoch,
                 rid=rid,
             ),
         )
@@ -313,6 +397,7 @@ class Node:
             for ctl in session.replay_after(last_seq):
                 self._private(conn, ctl)
         self._publish(session, outs)
+        self._persist(session)
 
     def _leave(self, conn: Connection, msg: Leave, now: float) -> None:
         session, pid = self._member(conn, msg.session)
@@ -320,28 +405,47 @@ class Node:
         self.members[session.id].pop(pid, None)
         self._private(conn, Left(session=session.id, rid=msg.rid))
         self._publish(session, session.remove(pid, now))
+        self._persist(session)
         self._watch.add(session.id)
 
     def _meta(self, conn: Connection, msg: UpdateMeta, now: float) -> None:
         session, pid = self._member(conn, msg.session)
         self._check_meta(msg.meta)
         self._publish(session, session.update_meta(pid, msg.meta))
+        self._persist(session)
         self._ack(conn, msg.rid)
 
     def _handover(self, conn: Connection, msg: Handover, now: float) -> None:
         session, pid = self._member(conn, msg.session)
         self._publish(session, session.handover(pid, msg.to))
+        self._persist(session)
         self._ack(conn, msg.rid)
 
     def _control(self, conn: Connection, msg: Control, now: float) -> None:
+        """Sequenced at once, but acknowledged and sent to anyone only once durable: a control
+        nobody saw can be lost in a crash without anyone noticing a gap."""
         session, pid = self._member(conn, msg.session)
         out, outs = session.control(pid, msg.event, msg.payload, msg.at, now)
-        self._publish(session, outs)
-        self._ack(conn, msg.rid, out.seq)
+        self._persist(session)
+        if self.store.immediate:
+            session.released_seq = out.seq
+            self._publish(session, outs)
+            self._ack(conn, msg.rid, out.seq)
+            return
+        ticket = self.store.append_control(out, self.config.session.history)
+        self._commit_soon()
+        queue = self._held.get(session.id)
+        if queue is None:
+            queue = self._held[session.id] = deque()
+        queue.append(_Held(ticket, outs, (conn, msg.rid, out.seq)))
 
     def _state_set(self, conn: Connection, msg: StateSet, now: float) -> None:
         session, pid = self._member(conn, msg.session)
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
+        if session.state_dirty:
+            session.state_dirty = False
+            if not self.store.immediate:
+                self._snapshot_due[session.id] = None
         self._ack(conn, msg.rid)
 
     def _time(self, conn: Connection, msg: TimeRequest, t1: float) -> None:
@@ -377,16 +481,100 @@ class Node:
             if sid not in self.sessions:
                 return sid
 
-    def _end(self, session: Session) -> None:
-        del self.sessions[session.id]
-        self.members.pop(session.id, None)
-        self.backplane.unsubscribe(session.id)
-        self._watch.discard(session.id)
-        log.info("session %s ended", session.id)
+    def _add_session(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.members[session.id] = {}
+        self.backplane.subscribe(session.id, self._deliver)
+
+    def _end(self, session: Session, now: float, reason: str) -> None:
+        sid = session.id
+        del self.sessions[sid]
+        self.members.pop(sid, None)
+        self.backplane.unsubscribe(sid)
+        self._watch.discard(sid)
+        self._held.pop(sid, None)
+        self._snapshot_due.pop(sid, None)
+        self._snapshot_at.pop(sid, None)
+        ended = Ended(sid, now, reason)
+        self._remember_end(ended)
+        self.store.end_session(ended)
+        log.info("session %s ended (%s)", sid, reason)
         if self.on_session_end is not None:
-            self.on_session_end(session.id)
+            self.on_session_end(sid)
+
+    def _remember_end(self, ended: Ended) -> None:
+        self.ended[ended.id] = ended
+        self.ended.move_to_end(ended.id)
+        while len(self.ended) > self.config.max_ended_remembered:
+            self.ended.popitem(last=False)
+
+    # --- durability ------------------------------------------------------------------------
+
+    def _persist(self, session: Session) -> None:
+        """Hand what the session's rules changed to the store (written at the end of the turn)."""
+        if self.store.immediate:
+            session.state_dirty = session.record_dirty = False
+            session.dirty.clear()
+            session.gone.clear()
+            return
+        if session.state_dirty:
+            session.state_dirty = False
+            self._snapshot_due[session.id] = None
+        if not (session.record_dirty or session.dirty or session.gone):
+            return
+        store, sid = self.store, session.id
+        if session.record_dirty:
+            session.record_dirty = False
+            store.put_session(session.record())
+        for pid in session.gone:
+            store.delete_participant(sid, pid)
+        for pid in session.dirty:
+            store.put_participant(sid, session.participants[pid].record())
+        session.gone.clear()
+        session.dirty.clear()
+        self._commit_soon()
+
+    def _snapshot(self, session: Session, now: float) -> None:
+        self._snapshot_due.pop(session.id, None)
+        self._snapshot_at[session.id] = now
+        if not self.store.immediate:
+            self.store.put_state(session.id, session.state.version, session.state.dump())
+
+    def _commit_soon(self) -> None:
+        if not self._commit_due and not self.store.immediate:
+            self._commit_due = True
+            self.schedule_flush()
+
+    def _durable(self, ticket: int) -> None:
+        """The store made every write up to `ticket` durable: release what waited for it."""
+        for sid in list(self._held):
+            queue = self._held[sid]
+            session = self.sessions.get(sid)
+            while queue and queue[0].ticket <= ticket:
+                item = queue.popleft()
+                if session is None:
+                    continue
+                if item.ack is not None:
+                    conn, rid, seq = item.ack
+                    session.released_seq = seq
+                    self._send(session, item.outs)
+                    self._ack(conn, rid, seq)
+                else:
+                    self._send(session, item.outs)
+            if not queue:
+                del self._held[sid]
 
     def _publish(self, session: Session, outs: list[Out]) -> None:
+        """Send now, or after the session's controls still waiting for the disk (keeps order)."""
+        if not outs:
+            return
+        queue = self._held.get(session.id)
+        if queue is not None:
+            queue.append(_Held(0, outs))
+        else:
+            self._send(session, outs)
+
+    def _send(self, session: Session, outs: list[Out]) -> None:
         for out in outs:
             msg = out.msg
             self.backplane.publish(

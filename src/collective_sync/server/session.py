@@ -29,6 +29,7 @@ from ..protocol.messages import (
     Snapshot,
     StateOut,
 )
+from .store import ParticipantRecord, RecoveredSession, SessionRecord, hash_token
 
 SERVER_ID = "server"
 
@@ -50,9 +51,23 @@ class Participant:
     meta: dict[str, Any]
     joined_at: float
     order: int  # join order: the longest-present participant has the smallest
-    token: str
+    token_hash: str  # the resume token itself is only ever held by the client
     conn: str | None  # connection id while connected, None during the grace period
     dropped_at: float | None = None
+    grace_until: float | None = None  # leaves then unless it resumes
+
+    def record(self) -> ParticipantRecord:
+        return ParticipantRecord(
+            self.id,
+            self.name,
+            self.role,
+            self.meta,
+            self.joined_at,
+            self.order,
+            self.token_hash,
+            self.dropped_at,
+            self.grace_until,
+        )
 
     def info(self) -> ParticipantInfo:
         return ParticipantInfo(
@@ -68,6 +83,7 @@ class Participant:
 @dataclass
 class SessionLimits:
     grace_period: float = 5.0  # seconds a dropped participant may resume; then leave/failover
+    restart_grace: float = 30.0  # the same for participants still connected when the server stopped
     max_clock_skew: float = 30.0  # accepted |at - server now| for stamped messages
     history: int = 1024  # control messages kept for replay on resume
     max_state_keys: int = 4096
@@ -82,15 +98,64 @@ class Session:
     participants: dict[str, Participant] = field(default_factory=dict)
     leader: str | None = None
     seq: int = 0
+    released_seq: int = 0  # the last control sent out (durable); replay stops there
     empty_since: float | None = None
     history: deque[ControlOut] = field(init=False)
     state: StateDoc = field(init=False)
     _order: int = 0
+    # What changed since the node last persisted it (drained by the node, which owns the I/O).
+    dirty: set[str] = field(default_factory=set)  # participant ids whose record changed
+    gone: set[str] = field(default_factory=set)  # participant ids removed
+    record_dirty: bool = True  # settings, leader, join order, empty_since
+    state_dirty: bool = False
+    _tokens: dict[str, str] = field(default_factory=dict)  # token hash -> participant id
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
         self.state = StateDoc(max_keys=self.limits.max_state_keys)
         self.empty_since = self.created_at
+
+    # --- durability ------------------------------------------------------------------------
+
+    def record(self) -> SessionRecord:
+        return SessionRecord(
+            self.id, self.settings, self.created_at, self.leader, self._order, self.empty_since
+        )
+
+    @classmethod
+    def restore(
+        cls, saved: RecoveredSession, limits: SessionLimits, now: float, stopped_at: float | None
+    ) -> Session:
+        """Rebuild a session after a restart: nobody is connected; everyone who was gets
+        `restart_grace` from now to come back, and who was already in a grace period keeps
+        what was left of it when the server stopped."""
+        rec = saved.record
+        s = cls(rec.id, rec.settings, rec.created_at, limits)
+        s.leader, s._order, s.empty_since = rec.leader, rec.order, rec.empty_since
+        s.seq = s.released_seq = saved.seq
+        s.history.extend(saved.controls)
+        if saved.state is not None:
+            s.state = StateDoc.load(saved.state, limits.max_state_keys)
+        stopped = now if stopped_at is None else stopped_at
+        for r in saved.participants:
+            if r.grace_until is None:
+                grace_until = now + limits.restart_grace
+            else:
+                grace_until = now + max(0.0, r.grace_until - stopped)
+            p = Participant(
+                r.id, r.name, r.role, r.meta, r.joined_at, r.order, r.token_hash, None, now, grace_until
+            )
+            s.participants[p.id] = p
+            s._tokens[p.token_hash] = p.id
+        s.dirty = set(s.participants)
+        return s
+
+    def all_dropped(self, now: float) -> None:
+        """The server is stopping: everyone connected is dropped now (persisted, not announced)."""
+        for p in self.participants.values():
+            if p.conn is not None:
+                p.conn, p.dropped_at, p.grace_until = None, now, None
+                self.dirty.add(p.id)
 
     # --- membership ------------------------------------------------------------------------
 
@@ -101,41 +166,47 @@ class Session:
         meta: dict[str, Any],
         conn: str,
         now: float,
-    ) -> tuple[Participant, list[Out]]:
-        """A new participant; it leads if the session has no leader and it is not an observer."""
+    ) -> tuple[Participant, str, list[Out]]:
+        """A new participant and its resume token; it leads if the session has no leader and it
+        is not an observer."""
         pid = self._new_id()
         self._order += 1
         outs: list[Out] = []
         claim = role != "observer" and self.leader is None
-        p = Participant(
-            pid, name, "leader" if claim else role, meta, now, self._order, secrets.token_urlsafe(18), conn
-        )
+        token = secrets.token_urlsafe(18)
+        digest = hash_token(token)
+        p = Participant(pid, name, "leader" if claim else role, meta, now, self._order, digest, conn)
         self.participants[pid] = p
+        self._tokens[digest] = pid
         self.empty_since = None
+        self.dirty.add(pid)
+        self.record_dirty = True
         outs.append(Out(Presence(session=self.id, joins=[p.info()]), exclude=pid))
         if claim:
             self.leader = pid
             if len(self.participants) > 1:
                 outs.append(Out(Leader(session=self.id, leader=pid, reason="claimed")))
-        return p, outs
+        return p, token, outs
 
     def resume(self, token: str, conn: str) -> tuple[Participant, list[Out]]:
-        """Re-attach a participant (same id, role, area) that dropped or moved connection."""
-        given = token.encode()  # compare_digest refuses non-ASCII str; bytes compare any token
-        for p in self.participants.values():
-            if secrets.compare_digest(p.token.encode(), given):
-                was_connected = p.conn is not None
-                p.conn, p.dropped_at = conn, None
-                outs = [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
-                return p, outs
-        raise ProtocolError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
+        """Re-attach a participant (same id, role, area) that dropped or moved connection.
+
+        Looked up by the token's hash: the server keeps no token it could leak."""
+        p = self.participants.get(self._tokens.get(hash_token(token), ""))
+        if p is None:
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
+        was_connected = p.conn is not None
+        p.conn, p.dropped_at, p.grace_until = conn, None, None
+        self.dirty.add(p.id)
+        return p, [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
 
     def drop(self, pid: str, now: float) -> list[Out]:
         """Connection lost: keep the participant for the grace period, shown as disconnected."""
         p = self.participants.get(pid)
         if p is None or p.conn is None:
             return []
-        p.conn, p.dropped_at = None, now
+        p.conn, p.dropped_at, p.grace_until = None, now, now + self.limits.grace_period
+        self.dirty.add(pid)
         return [Out(Presence(session=self.id, updates=[p.info()]))]
 
     def remove(self, pid: str, now: float) -> list[Out]:
@@ -143,9 +214,13 @@ class Session:
         p = self.participants.pop(pid, None)
         if p is None:
             return []
+        self._tokens.pop(p.token_hash, None)
+        self.dirty.discard(pid)
+        self.gone.add(pid)
         outs = [Out(Presence(session=self.id, leaves=[pid]))]
         cleared = self.state.remove_area(f"{PARTICIPANT_ROOT}.{pid}")
         if cleared:
+            self.state_dirty = True
             outs.append(
                 Out(StateOut(session=self.id, v=self.state.version, at=now, sender=SERVER_ID, set=cleared))
             )
@@ -153,16 +228,14 @@ class Session:
             outs.extend(self._promote(previous=pid))
         if not self.participants:
             self.empty_since = now
+            self.record_dirty = True
         return outs
 
     def expire(self, now: float) -> list[Out]:
         """Remove participants whose grace period has run out."""
         outs: list[Out] = []
-        grace = self.limits.grace_period
         late = [
-            p.id
-            for p in self.participants.values()
-            if p.dropped_at is not None and now - p.dropped_at >= grace
+            p.id for p in self.participants.values() if p.grace_until is not None and now >= p.grace_until
         ]
         for pid in late:
             outs.extend(self.remove(pid, now))
@@ -171,12 +244,14 @@ class Session:
     def _promote(self, previous: str) -> list[Out]:
         """Leader gone: the longest-present connected participant (not an observer) leads."""
         candidates = [p for p in self.participants.values() if p.role == "participant" and p.conn]
+        self.record_dirty = True
         if not candidates:
             self.leader = None
             return [Out(Leader(session=self.id, leader=None, reason="vacant", previous=previous))]
         heir = min(candidates, key=lambda p: p.order)
         heir.role = "leader"
         self.leader = heir.id
+        self.dirty.add(heir.id)
         return [
             Out(Leader(session=self.id, leader=heir.id, reason="failover", previous=previous)),
             Out(Presence(session=self.id, updates=[heir.info()])),
@@ -187,6 +262,7 @@ class Session:
     def update_meta(self, pid: str, meta: dict[str, Any]) -> list[Out]:
         p = self.participants[pid]
         p.meta = meta
+        self.dirty.add(pid)
         return [Out(Presence(session=self.id, updates=[p.info()]))]
 
     def handover(self, pid: str, to: str) -> list[Out]:
@@ -197,6 +273,8 @@ class Session:
         old = self.participants[pid]
         old.role, heir.role = "participant", "leader"
         self.leader = to
+        self.dirty.update((pid, to))
+        self.record_dirty = True
         return [
             Out(Leader(session=self.id, leader=to, reason="handover", previous=pid)),
             Out(Presence(session=self.id, updates=[old.info(), heir.info()])),
@@ -221,6 +299,7 @@ class Session:
                 raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"{event} payload: {exc}") from None
         if event == "playout_delay":  # late joiners must learn the session's current D
             self.settings = msgspec.structs.replace(self.settings, playout_delay=payload["delay"])
+            self.record_dirty = True
         self.seq += 1
         msg = ControlOut(session=self.id, seq=self.seq, at=at, event=event, sender=pid, payload=payload)
         self.history.append(msg)
@@ -236,6 +315,7 @@ class Session:
         won = self.state.apply(changes, at, pid)
         if not won:
             return []
+        self.state_dirty = True
         return [Out(StateOut(session=self.id, v=self.state.version, at=at, sender=pid, set=won))]
 
     # --- views -----------------------------------------------------------------------------
@@ -244,7 +324,10 @@ class Session:
         return Snapshot(v=self.state.version, values=dict(self.state.values))
 
     def replay_after(self, seq: int) -> list[ControlOut]:
-        return [m for m in self.history if m.seq > seq]
+        """Controls after `seq` that were already sent out (a held one reaches the joiner when
+        it is released, like everyone else's)."""
+        top = self.released_seq
+        return [m for m in self.history if seq < m.seq <= top]
 
     def participant_for_conn(self, conn: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.conn == conn), None)

@@ -7,6 +7,7 @@ avoid a task and a queue per connection, which is what dominates fan-out cost in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from http import HTTPStatus
@@ -22,6 +23,8 @@ from .tcp import LingeringTransport, RequestGate
 # Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
 _picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
 WS_PATH = "/ws"
+RESTART_REASON = "server restarting; reconnect and resume"
+log = logging.getLogger("collective_sync.ws")
 PING_IDLE = 15.0  # seconds without traffic before the server pings
 PING_REPLY = 10.0  # seconds a ping may wait for its pong before the connection is closed
 
@@ -176,13 +179,26 @@ class WsServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        """Graceful stop, bounded by `shutdown_timeout`: stop accepting; persist everyone as
+        dropped and every session's state; wait for the store (so held controls are acked);
+        close every connection with 1001; give the peers `close_linger` to close."""
+        node = self.node
+        if self._server is not None:
+            self._server.close()  # no new connections from here on
         if self._ticker is not None:
             self._ticker.cancel()
-        for conn in list(self.node.conns.values()):
-            conn.sink.close(int(CloseCode.GOING_AWAY), "server shutting down")
+        node.shutdown()
+        deadline = node.config.shutdown_timeout
+        try:
+            async with asyncio.timeout(deadline):
+                await node.store.close(node.clock())
+        except TimeoutError:
+            log.error("the store did not finish writing within %.1f s", deadline)
+        node.close_all(CloseCode.GOING_AWAY, RESTART_REASON)
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(node.config.close_linger + 0.5):
+                    await self._server.wait_closed()
 
     def _route(self, request: WSUpgradeRequest) -> _Peer | picows.WSUpgradeResponseWithListener:
         target = request.path.decode("latin-1")
