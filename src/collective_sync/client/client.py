@@ -3,6 +3,11 @@
 Built on picows callbacks rather than a reader task: frames are decoded and applied in the
 transport callback, and the arrival time of a time-exchange reply is read right there, which
 keeps the client's share of round-trip jitter small.
+
+When the connection drops (server restart, network), the client reconnects on its own with a
+jittered exponential backoff, one socket at a time, and rejoins every session with its resume
+token and last control seq: same participant, no control missed. Its connection state is
+`Client.state`, and every change is a `ConnectionEvent` in `Client.connection_events`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import msgspec
 import picows
@@ -35,11 +43,31 @@ from ..protocol.messages import (
     Welcome,
 )
 from ..timing import ClockEvent, DisciplinedClock, Sample
+from .backoff import backoff_delay
 from .errors import ConnectionClosed, ServerError
 from .session import Session
 from .signal import Changed
 
 Clock = Callable[[], float]
+log = logging.getLogger("collective_sync.client")
+
+# Closes that a retry cannot fix: our own close (1000), a framing bug (1002), flooding (1008),
+# an oversized frame (1009). Everything else (1001 restart, 1006 cut, 4002 slow) reconnects.
+FINAL_CLOSE_CODES = frozenset({1000, 1002, 1008, 1009})
+# A rejoin refused with these means the session is gone: stop retrying it.
+GONE_CODES = frozenset({"session_ended", "session_not_found"})
+
+ConnectionState = Literal["connecting", "open", "lost", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """`connecting` {attempt, delay}, `open` {reconnect}, `resumed` {session, same, epoch_changed,
+    you}, `lost` {code, reason}, `ended` {session, code, reason}; `at` is the local clock."""
+
+    kind: Literal["connecting", "open", "resumed", "lost", "ended"]
+    at: float
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def steady_clock() -> Clock:
@@ -57,28 +85,52 @@ TimeSample = Sample
 
 
 class _Listener(WSListener):
+    """One socket's callbacks. A socket the client has already let go of is ignored."""
+
     def __init__(self, client: Client):
         self.client = client
+        self.close_info: tuple[Any, str] | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.client._transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if transport is not self.client._transport:
+            return
         arrival = self.client.clock()
         if frame.msg_type is WSMsgType.TEXT or frame.msg_type is WSMsgType.BINARY:
             self.client._on_frame(frame.get_payload_as_bytes(), arrival)
         elif frame.msg_type is WSMsgType.CLOSE:
-            self.client._close_info = (frame.get_close_code(), frame.get_close_reason())
+            self.close_info = (frame.get_close_code(), frame.get_close_reason())
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.client._on_disconnected()
+        if transport is self.client._transport:
+            self.client._on_disconnected(self.close_info)
 
 
 class Client:
     """Connect with `await Client.connect(url)`; use as an async context manager to close."""
 
-    def __init__(self, clock: Clock | None = None, request_timeout: float = 10.0):
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        request_timeout: float = 10.0,
+        url: str = "",
+        reconnect: bool = True,
+        discipline: bool = True,
+    ):
         self.clock = clock or steady_clock()  # injectable local clock (tests offset and skew it)
         self.request_timeout = request_timeout
+        self.url = url
+        self.reconnect = reconnect
+        self.discipline = discipline
+        self.state: ConnectionState = "connecting"
+        self.connection_events: deque[ConnectionEvent] = deque(maxlen=1000)
+        self._lost: ConnectionClosed | None = None  # why the socket is gone, while reconnecting
+        self._user_closed = False
+        self._reconnect_task: asyncio.Task[None] | None = None
         self.welcome: Welcome | None = None
         self.sessions: dict[str, Session] = {}
         self.errors: deque[Error] = deque(maxlen=1000)  # errors with no request or session
@@ -93,8 +145,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._time_pending: dict[float, asyncio.Future[TimeSample]] = {}
         self._welcome: asyncio.Future[Welcome] | None = None
-        self._closed: asyncio.Future[ConnectionClosed] | None = None
-        self._close_info: tuple[Any, str] | None = None
+        self._closed: asyncio.Future[ConnectionClosed] | None = None  # closed for good
         self.changed = Changed()  # notified after every frame and on disconnect
 
     @classmethod
@@ -106,23 +157,32 @@ class Client:
         timeout: float = 10.0,
         discipline: bool = True,
         lock_timeout: float = 3.0,
+        reconnect: bool = True,
     ) -> Client:
         """Open the connection and wait for `welcome`. With `discipline` (the default) a
         background task keeps exchanging time with the server (a burst now, then adaptively)
         and `connect` waits up to `lock_timeout` for the network clock to lock; on a path too
-        noisy for that it returns anyway (`client.network.locked` tells, and it keeps trying)."""
-        self = cls(clock, timeout)
-        loop = asyncio.get_running_loop()
-        self._welcome = loop.create_future()
-        self._closed = loop.create_future()
-        async with asyncio.timeout(timeout):
-            self._transport, _ = await picows.ws_connect(lambda: _Listener(self), url)
-            self.welcome = await self._welcome
+        noisy for that it returns anyway (`client.network.locked` tells, and it keeps trying).
+        With `reconnect` (the default) a dropped connection is re-established and every session
+        resumed; the first connection is not retried (a wrong URL fails at once)."""
+        self = cls(clock, timeout, url, reconnect, discipline)
+        self._closed = asyncio.get_running_loop().create_future()
+        await self._open(timeout)
+        self._emit("open", reconnect=False)
         if discipline:
-            self._probe_task = loop.create_task(self._probe_loop())
             with contextlib.suppress(TimeoutError):
                 await self.wait_for(lambda c: c.network.locked, lock_timeout)
         return self
+
+    async def _open(self, timeout: float) -> None:
+        """One socket: connect, wait for `welcome`, start probing time."""
+        self._welcome = asyncio.get_running_loop().create_future()
+        async with asyncio.timeout(timeout):
+            await picows.ws_connect(lambda: _Listener(self), self.url)
+            self.welcome = await self._welcome
+        self.state, self._lost = "open", None
+        if self.discipline:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
 
     async def __aenter__(self) -> Client:
         return self
@@ -174,6 +234,89 @@ class Client:
 
     def forget(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
+
+    # --- connection state ------------------------------------------------------------------
+
+    @property
+    def local_port(self) -> int | None:
+        """This client's TCP port while a socket is open (tests cut it in a proxy)."""
+        if self._transport is None:
+            return None
+        return int(self._transport.underlying_transport.get_extra_info("sockname")[1])
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and every session rejoined after the last reconnect."""
+        return self.state == "open" and (self._reconnect_task is None or self._reconnect_task.done())
+
+    def _emit(self, kind: Any, **detail: Any) -> None:
+        self.connection_events.append(ConnectionEvent(kind, self.clock(), detail))
+        self.changed.notify()
+
+    async def _reconnect(self) -> None:
+        """Until connected and every session rejoined (or the client is closed): wait a jittered
+        backoff, open ONE socket (the previous one is already let go), resume each session."""
+        attempt = 0
+        while not self._user_closed:
+            delay = backoff_delay(attempt, random.random())
+            self.state = "connecting"
+            self._emit("connecting", attempt=attempt, delay=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                await self._open(self.request_timeout)
+                self._emit("open", reconnect=True)
+                await self._rejoin_all()
+            except (OSError, TimeoutError, ConnectionClosed, picows.WSError) as exc:
+                log.debug("reconnect attempt %d failed: %r", attempt, exc)
+                self._let_go(ConnectionClosed(1006, f"reconnect failed: {exc!r}"))
+                continue
+            return
+
+    async def _rejoin_all(self) -> None:
+        for session in list(self.sessions.values()):
+            if session.left:
+                continue
+            old_epoch = session.epoch
+            me = session.participants.get(session.me)
+            name = me.name if me is not None else session.name
+            role: JoinRole = "observer" if session.role == "observer" else "participant"
+            meta = dict(me.meta) if me is not None else {}
+            same = True
+            try:
+                await self.request(
+                    Join(
+                        session=session.id,
+                        name=name,
+                        role=role,
+                        meta=meta,
+                        resume=session.token,
+                        last_seq=session.seq,
+                    )
+                )
+            except ServerError as exc:
+                if exc.code == "resume_failed":  # grace period over: come back as someone new
+                    same = False  # ... who still gets every control it missed (lastSeq)
+                    try:
+                        await self.request(
+                            Join(session=session.id, name=name, role=role, meta=meta, last_seq=session.seq)
+                        )
+                    except ServerError as again:
+                        exc = again
+                    else:
+                        exc = None  # type: ignore[assignment]
+                if exc is not None:
+                    self.sessions.pop(session.id, None)
+                    session.end(exc.code, exc.message)
+                    self._emit("ended", session=session.id, code=exc.code, reason=exc.message)
+                    continue
+            self._emit(
+                "resumed",
+                session=session.id,
+                same=same,
+                epoch_changed=session.epoch != old_epoch,
+                you=session.me,
+            )
 
     # --- time ------------------------------------------------------------------------------
 
@@ -253,9 +396,14 @@ class Client:
     # --- plumbing --------------------------------------------------------------------------
 
     def send(self, msg: ClientMessage) -> None:
+        self._transport_or_raise().send(WSMsgType.TEXT, encode_client(msg))
+
+    def _transport_or_raise(self) -> WSTransport:
+        """The open socket; while reconnecting, raise ConnectionClosed (why it dropped)."""
         self.raise_if_closed()
-        assert self._transport is not None
-        self._transport.send(WSMsgType.TEXT, encode_client(msg))
+        if self._transport is None or self.state != "open":
+            raise self._lost or ConnectionClosed(1006, "not connected")
+        return self._transport
 
     async def request(self, msg: ClientMessage) -> Any:
         """Send with a fresh `rid` and await its reply; a server `error` raises ServerError."""
@@ -272,9 +420,7 @@ class Client:
 
     def send_raw(self, data: bytes | str, binary: bool = False) -> None:
         """Send an arbitrary frame (for tests of the server's input handling)."""
-        self.raise_if_closed()
-        assert self._transport is not None
-        self._transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, data)
+        self._transport_or_raise().send(WSMsgType.BINARY if binary else WSMsgType.TEXT, data)
 
     @property
     def closed(self) -> bool:
@@ -291,14 +437,23 @@ class Client:
             return await asyncio.shield(self._closed)
 
     async def close(self) -> None:
+        self._user_closed = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
         if self._probe_task is not None:
             self._probe_task.cancel()
         for session in self.sessions.values():
             session.playout.close()
-        if self._transport is not None and not self.closed:
+        if self.closed:
+            return
+        if self._transport is not None:
             self._transport.send_close(picows.WSCloseCode.OK)
             self._transport.disconnect()
-            await self.wait_closed(self.request_timeout)
+            with contextlib.suppress(TimeoutError):
+                await self.wait_closed(self.request_timeout)
+        if not self.closed:
+            self._let_go(ConnectionClosed(1000, "closed by the client"))
+            self._finish(ConnectionClosed(1000, "closed by the client"))
 
     def _on_frame(self, data: bytes, arrival: float) -> None:
         try:
@@ -320,9 +475,19 @@ class Client:
                 fut.set_result(TimeSample(msg.t0, msg.t1, msg.t2, arrival))
         elif kind is Joined:
             # Adopt at once: messages later in this same frame (replayed controls) belong to it.
-            joined = Session(self, msg)
-            self.sessions[joined.id] = joined
+            # A rejoin after a reconnect updates the Session object the application holds.
+            joined = self.sessions.get(msg.session)
+            if joined is not None and not joined.left:
+                joined.adopt(msg)
+            else:
+                joined = Session(self, msg)
+                self.sessions[joined.id] = joined
             self._resolve(rid, joined)
+        elif kind is Left and msg.reason == "replaced" and session in self.sessions:
+            # Resumed from another connection: this one is no longer in the session.
+            gone = self.sessions.pop(session)
+            gone.end("replaced", "this participant continues on another connection")
+            self._emit("ended", session=session, code="replaced", reason=gone.ended[1] if gone.ended else "")
         elif kind is Left or kind is Ack:
             self._resolve(rid, msg)
         elif kind is Error:
@@ -348,18 +513,47 @@ class Client:
         if fut is not None and not fut.done():
             fut.set_exception(exc)
 
-    def _on_disconnected(self) -> None:
-        code, reason = self._close_info or (1006, "connection lost")
+    def _on_disconnected(self, info: tuple[Any, str] | None) -> None:
+        """The current socket is gone: reconnect, unless it was us, reconnecting is off, or the
+        close code says a retry cannot help."""
+        code, reason = info or (1006, "connection lost")
         closed = ConnectionClosed(int(code), reason)
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(closed)
+        was_open = self.state == "open"
+        self._let_go(closed)
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            return  # a reconnect attempt's socket: the attempt sees it fail and goes on
+        if self._user_closed or not self.reconnect or not was_open or closed.code in FINAL_CLOSE_CODES:
+            self._finish(closed)
+            return
+        self.state = "lost"
+        self._emit("lost", code=closed.code, reason=closed.reason)
+        for session in self.sessions.values():
+            session.changed.notify()
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    def _let_go(self, why: ConnectionClosed) -> None:
+        """Forget the current socket (closing it if still open): its late callbacks are ignored,
+        and everything waiting on it fails with `why`."""
+        transport, self._transport = self._transport, None
+        if transport is not None and not transport.is_disconnected:
+            transport.disconnect()
+        self._lost = why
+        if self.state == "open":
+            self.state = "lost"
         if self._probe_task is not None:
             self._probe_task.cancel()
         for fut in [*self._pending.values(), *self._time_pending.values()]:
             if not fut.done():
-                fut.set_exception(closed)
+                fut.set_exception(why)
         if self._welcome is not None and not self._welcome.done():
-            self._welcome.set_exception(closed)
+            self._welcome.set_exception(why)
+            self._welcome.exception()  # may have no awaiter (the socket died before welcome)
+
+    def _finish(self, closed: ConnectionClosed) -> None:
+        self.state = "closed"
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(closed)
         for session in self.sessions.values():
             session.changed.notify()
         self.changed.notify()

@@ -54,6 +54,11 @@ class Playout:
         """The snapshot on join applies at once: it is the present, not a future change."""
         self.values.update(values)
 
+    def reseed(self, values: dict[str, Any]) -> None:
+        """A rejoin's snapshot replaces the applied view (paths deleted meanwhile go too)."""
+        self.values.clear()
+        self.values.update(values)
+
     def on_state(self, msg: StateOut, arrival_network: float) -> None:
         item = Item(msg.at, msg.sender, msg.v, tuple(msg.set), msg)
         for late in self.buffer.push(item, arrival_network):

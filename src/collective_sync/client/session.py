@@ -51,6 +51,22 @@ class Session:
     def __init__(self, client: Client, joined: Joined, max_events: int = 10_000):
         self.client = client
         self.id = joined.session
+        self.seq = 0  # last control seq seen
+        self.epoch = joined.epoch
+        self.left = False
+        self.ended: tuple[str, str] | None = None  # (code, reason) once the session is gone
+        self.events_dropped = 0
+        self._events: deque[Event] = deque(maxlen=max_events)
+        # Changes applied at network time (state at `at` + D, control at `at`): the engine's view.
+        self.playout = Playout(client, joined.settings.playout_delay)
+        self.changed = Changed()  # notified after every message for this session
+        self.adopt(joined)
+
+    def adopt(self, joined: Joined) -> None:
+        """(Re)initialise from `joined`: on join, and again on every rejoin after a reconnect
+        (the same participant, or a new one if the grace period was over). The snapshot is the
+        present; after an epoch change (the server lost state in a crash) the old `seq` and
+        `version` mean nothing any more."""
         self.me = joined.you
         self.token = joined.token  # pass as `resume=` to rejoin as the same participant
         self.settings: SessionSettings = joined.settings
@@ -58,14 +74,19 @@ class Session:
         self.participants: dict[str, ParticipantInfo] = {p.id: p for p in joined.participants}
         self.values: dict[str, Any] = dict(joined.state.values)  # flat path -> value snapshot
         self.version = joined.state.v
-        self.seq = joined.seq  # last control seq seen
-        self.left = False
-        self.events_dropped = 0
-        self._events: deque[Event] = deque(maxlen=max_events)
-        # Changes applied at network time (state at `at` + D, control at `at`): the engine's view.
-        self.playout = Playout(client, joined.settings.playout_delay)
-        self.playout.seed(self.values)
-        self.changed = Changed()  # notified after every message for this session
+        same_epoch = joined.epoch == self.epoch
+        self.seq = max(self.seq, joined.seq) if same_epoch else joined.seq
+        self.epoch = joined.epoch
+        me = self.participants.get(self.me)
+        self.name = me.name if me is not None else ""
+        self.playout.reseed(self.values)
+        self.changed.notify()
+
+    def end(self, code: str, reason: str) -> None:
+        """The session is gone (a rejoin was refused with `session_ended`): no more retries."""
+        self.ended = (code, reason)
+        self.playout.close()
+        self.changed.notify()
 
     # --- reading ---------------------------------------------------------------------------
 
