@@ -17,7 +17,7 @@ JOIN = """async ([url, sid, skew]) => {
   const c = await Client.connect(url, { clock });
   const s = await c.join(sid, 'Browser');
   window.c = c; window.s = s; window.events = [];
-  for (const kind of ['reconnecting', 'reconnected'])
+  for (const kind of ['lost', 'connecting', 'open', 'resumed'])
     c.addEventListener(kind, () => window.events.push(kind));
   return { me: s.me, locked: c.network.locked, values: s.values };
 }"""
@@ -62,7 +62,7 @@ async def test_browser_client_joins_follows_and_reconnects(server, connect, brow
     await page.evaluate("() => c.ws.close(4000, 'test drop')")
     await session.wait_for(lambda s: not s.participants[joined["me"]].connected)
     seq = await session.control("while_away", {"n": 1})
-    await page.wait_for_function("() => window.events.includes('reconnected')", timeout=10000)
+    await page.wait_for_function("() => window.events.includes('resumed')", timeout=10000)
     await page.wait_for_function(
         f"() => window.s.seq === {seq} && window.s.me === '{joined['me']}'", timeout=5000
     )

@@ -491,8 +491,10 @@ async def test_refusals_presence_and_failover_show_on_the_page(server, browser) 
         "() => document.querySelector('#controls input[data-path=\"polarity.balance\"]').value === '0'"
     )
 
-    # Closing a page is leaving: the others' lists update at once.
+    # Closing a page is not leaving at once (a reload must come back as the same participant):
+    # the others see it away, and it leaves when the grace period ends.
     await chloe.close()
+    await leader.wait_for_selector("#people li.away")
     for page in (leader, ben):
         await page.wait_for_function("() => document.querySelectorAll('#people li').length === 2")
 

@@ -9,6 +9,7 @@
 // for demonstrations of the clock discipline, `offset` (seconds) and `skew` (ppm) to run this
 // page on a deliberately wrong local clock.
 
+import { backoffDelay } from '/sdk/backoff.js';
 import { Client, ServerError } from '/sdk/client.js';
 import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/gaa/engine.js';
 import { GaaPlayer } from '/gaa/player.js';
@@ -19,11 +20,14 @@ const SEND_INTERVAL = 50; // ms between a leader's sends while dragging (20 Hz; 
 const POLARITY_PATHS = ['polarity.balance', 'polarity.light.amplitude', 'polarity.dark.amplitude'];
 const ERROR_TEXT = {
   session_not_found: 'That session does not exist (any more). Check the link, or start a new one.',
+  session_ended: 'That session has ended. Start a new one, or join another.',
   not_leader: 'Only the leader can change the sound.',
   rate_limited: 'Too many changes at once; slow down a little.',
   too_many_sessions: 'This connection is in too many sessions.',
   invalid_message: 'The server refused that message as invalid.',
 };
+
+const GONE = new Set(['session_ended', 'session_not_found']);
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -90,9 +94,14 @@ class App {
   async boot() {
     this.bindLobby();
     this.bindRoom();
+    this.bindEnded();
+    const name = Client.savedName();
+    if (name) for (const form of ['create-form', 'join-form']) $(form).elements.name.value = name;
     await this.connect();
     const sid = params.get('s');
-    if (sid && params.get('name')) await this.join(sid, params.get('name'));
+    // This tab was in that session (a reload): come back as the same participant, no questions.
+    if (sid && this.client.savedSession(sid)) await this.join(sid, null, true);
+    else if (sid && params.get('name')) await this.join(sid, params.get('name'));
     else this.showLobby(sid);
   }
 
@@ -105,7 +114,7 @@ class App {
       } catch {
         this.setConn('offline', 'Offline');
         this.banner('Cannot reach the server. Retrying…');
-        await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt) * 1000));
       }
     }
     this.banner(null);
@@ -113,24 +122,46 @@ class App {
     const c = this.client;
     this.panel = new ClockPanel(c, $('plot'));
     c.addEventListener('timesample', (e) => this.panel.add(e.detail));
-    c.addEventListener('disconnected', () => {
-      this.setConn('offline', 'Disconnected');
-      this.banner('Connection lost. Reconnecting…');
-    });
-    c.addEventListener('reconnecting', (e) => this.setConn('offline', `Reconnecting (attempt ${e.detail.attempt + 1})…`));
-    c.addEventListener('reconnected', () => {
-      this.setConn('online', 'Connected');
-      this.banner(null);
-      toast('Reconnected; nothing was missed.');
-      this.renderRoom();
-    });
+    // Not leaving on pagehide: a reload resumes the same participant (the SDK keeps its token in
+    // sessionStorage), and a closed tab leaves when the server's grace period ends.
+    c.addEventListener('lost', () => this.onConnection());
+    c.addEventListener('connecting', (e) => { this.attempt = e.detail.attempt; this.onConnection(); });
+    c.addEventListener('open', () => this.onConnection());
+    c.addEventListener('resumed', (e) => this.onResumed(e.detail));
+    c.addEventListener('ended', (e) => { if (e.detail.session === this.session?.id) this.showEnded(e.detail.code); });
     c.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
     setInterval(() => this.tick(), 250);
-    // Closing the tab is leaving: tell the others now rather than after the grace period (which
-    // is for dropped connections, and still covers a crash).
-    addEventListener('pagehide', () => {
-      if (this.session && c.connected) c.send({ type: 'leave', session: this.session.id });
-    });
+  }
+
+  /** Whether this page can talk to its session now (connected, and rejoined after a drop). */
+  get live() { return this.client?.state === 'open' && (!this.session || this.session.connected); }
+
+  /** The connection changed state: say so, and lock the session's controls while it is down. */
+  onConnection() {
+    const state = this.client.state;
+    if (state === 'open') {
+      this.setConn(this.live ? 'online' : 'connecting', this.live ? 'Connected' : 'Rejoining…');
+      if (this.live) this.banner(null);
+    } else if (state === 'connecting') {
+      this.setConn('connecting', `Reconnecting… (attempt ${this.attempt + 1})`);
+      this.banner('Connection lost. Reconnecting…');
+    } else if (state === 'lost') {
+      this.setConn('offline', 'Offline');
+      this.banner('Connection lost. Reconnecting…');
+    } else {
+      this.setConn('offline', 'Disconnected');
+      this.banner('The server closed the connection. Reload the page to reconnect.');
+    }
+    this.renderRoom();
+  }
+
+  onResumed({ session, same, epochChanged }) {
+    if (session !== this.session?.id) return;
+    if (!same) toast('Rejoined as a new participant.');
+    else if (epochChanged) toast('Reconnected. The server restarted: its last few changes may be lost.');
+    else toast('Reconnected; nothing was missed.');
+    this.wasLeader = null; // start the controls (and a leader's timeline) again from the snapshot
+    this.onConnection();
   }
 
   // --- lobby -------------------------------------------------------------------------------
@@ -139,6 +170,7 @@ class App {
     $('create-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const f = new FormData(ev.target);
+      Client.saveName(String(f.get('name')));
       try {
         const session = await this.client.create(String(f.get('name')), {
           public: f.get('public') === 'on', ceremonyType: String(f.get('ceremony')) || undefined,
@@ -153,14 +185,17 @@ class App {
       const f = new FormData(ev.target);
       let sid = String(f.get('session')).trim();
       try { sid = new URL(sid).searchParams.get('s') ?? sid; } catch { /* a bare id */ }
+      Client.saveName(String(f.get('name')));
       await this.join(sid, String(f.get('name')));
     });
   }
 
-  async join(sid, name) {
+  /** Join `sid`; `resuming`: this tab was in it (the SDK resumes from storage, `name` may be null). */
+  async join(sid, name, resuming = false) {
     try {
-      this.enter(await this.client.join(sid, name));
+      this.enter(await this.client.join(sid, name ?? undefined));
     } catch (err) {
+      if (resuming && GONE.has(err.code)) { this.showEnded(err.code); return; }
       this.showLobby(sid);
       this.showError(err.code, describe(err));
     }
@@ -169,6 +204,7 @@ class App {
   async showLobby(sid) {
     $('lobby').hidden = false;
     $('room').hidden = true;
+    $('ended').hidden = true;
     $('session-pill').hidden = true;
     if (sid) $('join-form').elements.session.value = sid;
     const list = $('public-list');
@@ -194,6 +230,7 @@ class App {
     this.session = session;
     history.replaceState(null, '', `/?s=${encodeURIComponent(session.id)}`);
     $('lobby').hidden = true;
+    $('ended').hidden = true;
     $('room').hidden = false;
     $('session-pill').hidden = false;
     $('session-id').textContent = session.id;
@@ -221,6 +258,50 @@ class App {
     }
   }
 
+  /** The panel shown instead of retrying when the session is gone (ended, or forgotten by the server). */
+  bindEnded() {
+    const panel = document.createElement('section');
+    panel.id = 'ended';
+    panel.className = 'card ended';
+    panel.hidden = true;
+    panel.tabIndex = -1; // focused when shown, so that keyboard and screen-reader users land on it
+    panel.setAttribute('aria-labelledby', 'ended-title');
+    panel.innerHTML = `<div role="alert"><h2 id="ended-title">This session has ended</h2>
+      <p class="muted">It is no longer running on the server. Start a new one, or pick another from the lobby.</p></div>
+      <div class="actions"><button id="ended-new" type="button" class="primary">Start a new one</button>
+      <button id="ended-lobby" type="button" class="ghost">Back to lobby</button></div>`;
+    $('room').before(panel);
+    $('ended-new').addEventListener('click', () => {
+      this.showLobby(null);
+      const name = $('create-form').elements.name;
+      (name.value ? $('create-form').querySelector('button[type=submit]') : name).focus();
+    });
+    $('ended-lobby').addEventListener('click', () => {
+      this.showLobby(null);
+      $('join-form').elements.session.focus();
+    });
+  }
+
+  showEnded(code) {
+    const moved = code === 'replaced'; // the same participant resumed in another tab or window
+    $('ended-title').textContent = moved ? 'You continue in another tab' : 'This session has ended';
+    $('ended').querySelector('p').textContent = moved
+      ? 'You opened this session somewhere else, so this page let go of it.'
+      : 'It is no longer running on the server. Start a new one, or pick another from the lobby.';
+    const name = this.session?.name;
+    if (name) $('create-form').elements.name.value = name; // "start a new one" keeps it
+    this.session = null;
+    if (this.player?.running) this.toggleAudio(); // nothing left to play
+    history.replaceState(null, '', '/');
+    this.errors.push({ code, text: $('ended-title').textContent });
+    $('lobby').hidden = true;
+    $('room').hidden = true;
+    $('session-pill').hidden = true;
+    $('ended').hidden = false;
+    $('ended').focus();
+    this.onConnection();
+  }
+
   onRoster(kind, msg) {
     if (kind === 'leader') {
       const p = this.session.participants.get(msg.leader);
@@ -235,13 +316,15 @@ class App {
     const s = this.session;
     if (!s) return;
     const lead = s.isLeader;
+    const live = this.live; // offline, nothing would reach the server: nothing to press
     if (lead !== this.wasLeader) {
       this.wasLeader = lead;
       if (lead) this.takeLead();
       this.renderControls(s.applied);
     }
-    $('controls').classList.toggle('readonly', !lead);
-    for (const input of document.querySelectorAll('#controls input')) input.disabled = !lead;
+    $('controls').classList.toggle('readonly', !lead || !live);
+    for (const input of document.querySelectorAll('#controls input')) input.disabled = !lead || !live;
+    $('leave-btn').disabled = !live;
     const leader = s.participants.get(s.leader);
     $('steer').textContent = lead ? 'You are steering' : leader ? `Following ${leader.name}` : 'No leader';
     $('steer').className = `badge${lead ? ' lead' : ''}`;
@@ -270,6 +353,7 @@ class App {
       const b = document.createElement('button');
       b.className = 'ghost small';
       b.textContent = 'Hand over';
+      b.disabled = !this.live;
       b.addEventListener('click', () => s.handover(p.id).catch((err) => this.showError(err.code, describe(err))));
       li.append(b);
     }
@@ -394,8 +478,9 @@ class App {
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
     this.panel.render({ delay: s?.playout.buffer.delay, late });
     const lock = $('lock');
-    lock.textContent = c.network.locked ? 'locked' : 'acquiring';
-    lock.className = `badge ${c.network.locked ? 'ok' : 'warn'}`;
+    const online = c.state === 'open';
+    lock.textContent = !online ? 'offline' : c.network.locked ? 'locked' : 'acquiring';
+    lock.className = `badge ${online && c.network.locked ? 'ok' : 'warn'}`;
     if (this.sim.offset || this.sim.skew || this.sim.scripted) {
       $('sim-note').textContent = `This page runs on a simulated local clock (${this.sim.offset >= 0 ? '+' : ''}${this.sim.offset} s, ${(this.sim.skew * 1e6).toFixed(0)} ppm).`;
     }

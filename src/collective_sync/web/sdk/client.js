@@ -8,9 +8,20 @@
 //
 // Like the Python SDK: requests resolve with their reply or reject with a ServerError; the
 // session's `values` is the received snapshot, `applied` what should be playing now. Unlike it,
-// the browser client reconnects on its own and rejoins every session with its resume token and
-// last control seq, so no control message is lost across a drop.
+// the browser client reconnects on its own (backoff.js, one socket at a time) and rejoins every
+// session with its resume token and last control seq, so no control message is lost across a
+// drop; and it keeps each session's token in sessionStorage, so a reloaded page comes back as the
+// same participant.
+//
+// Connection events on the Client (CustomEvent `detail`), and `client.state`:
+//   connecting {attempt, delay}   a reconnect attempt waits `delay` s, then opens a socket
+//   open {reconnect}              socket open and `welcome` received
+//   resumed {session, same, epochChanged, you}   a session rejoined after a reconnect
+//   lost {code, reason}           the connection dropped (reconnects unless state is 'closed')
+//   ended {session, code, reason} a session is gone (also on the Session); no more retries
+//   state: 'connecting' | 'open' | 'lost' | 'closed'
 
+import { backoffDelay } from './backoff.js';
 import { DisciplinedClock } from './clock.js';
 import { sampleDelay, sampleOffset } from './estimator.js';
 import { JitterBuffer } from './jitter.js';
@@ -18,6 +29,26 @@ import { Scheduler } from './scheduler.js';
 
 /** The browser's clock in seconds (epoch-based, monotonic within a page). */
 export const browserClock = () => (performance.timeOrigin + performance.now()) / 1000;
+
+const OPEN_TIMEOUT = 5; // s for a socket to open and say welcome (the server allows 5 s too)
+const REJOIN_TIMEOUT = 5; // s for a rejoin's reply; then this socket is given up
+const SAVE_INTERVAL = 1000; // ms: at most one storage write a second as controls arrive
+const NO_RECONNECT = new Set([1002, 1008, 1009]); // the client broke a rule: retrying repeats it
+const GONE = new Set(['session_ended', 'session_not_found']);
+const SESSION_KEY = 'collective-sync:session:';
+const NAME_KEY = 'collective-sync:name';
+
+/** Web Storage of that kind if this page may use it (private modes, sandboxes and file:// may not). */
+function webStorage(kind) {
+  try {
+    const store = globalThis[kind];
+    store.setItem('collective-sync:probe', '1');
+    store.removeItem('collective-sync:probe');
+    return store;
+  } catch {
+    return null;
+  }
+}
 
 export class ServerError extends Error {
   constructor(code, message, session) {
@@ -44,11 +75,16 @@ export class Session extends EventTarget {
     super();
     this.client = client;
     this.playout = new Playout(this, joined.settings.playoutDelay ?? 0.15, client.playoutLead);
+    this.resumedSame = false; // set by Client.join: came back as the participant it was before
     this.adopt(joined);
   }
 
   /** (Re)initialise from a `joined` reply: on join, and again after a resume. */
   adopt(joined) {
+    // Another epoch: the server lost what happened since its last snapshot, so the old seq and
+    // the values played are not to be trusted; the snapshot is the truth now.
+    this.epochChanged = this.epoch !== undefined && joined.epoch !== undefined && joined.epoch !== this.epoch;
+    this.epoch = joined.epoch;
     this.id = joined.session;
     this.me = joined.you;
     this.token = joined.token;
@@ -57,10 +93,14 @@ export class Session extends EventTarget {
     this.participants = new Map(joined.participants.map((p) => [p.id, p]));
     this.values = { ...joined.state.values };
     this.version = joined.state.v;
-    this.seq = Math.max(this.seq ?? 0, joined.seq);
-    this.playout.seed(this.values);
+    this.seq = this.epochChanged ? joined.seq : Math.max(this.seq ?? 0, joined.seq);
+    this.playout.seed(this.values, this.epochChanged);
+    this.connected = true; // joined on the client's current socket
   }
 
+  /** What this member asked to be (a leader rejoins as a participant; an observer stays one). */
+  get joinRole() { return this.role === 'observer' ? 'observer' : 'participant'; }
+  get name() { return this.participants.get(this.me)?.name ?? 'guest'; }
   get role() { return this.participants.get(this.me)?.role ?? 'participant'; }
   get isLeader() { return this.leader === this.me; }
   get state() { return nest(this.values); }
@@ -81,10 +121,16 @@ export class Session extends EventTarget {
   updateMeta(meta) { return this.client.request({ type: 'meta', session: this.id, meta }); }
   handover(to) { return this.client.request({ type: 'handover', session: this.id, to }); }
 
+  /** Leave for good. Offline, only this page forgets it: the server drops it after its grace period. */
   async leave() {
-    await this.client.request({ type: 'leave', session: this.id });
-    this.playout.close();
-    this.client.sessions.delete(this.id);
+    try {
+      if (this.client.connected && this.connected) await this.client.request({ type: 'leave', session: this.id });
+    } finally {
+      this.playout.close();
+      this.connected = false;
+      this.client.sessions.delete(this.id);
+      this.client.forget(this.id);
+    }
   }
 
   /** Fold one server message into the view and tell listeners (`presence`, `state`, …). */
@@ -108,6 +154,7 @@ export class Session extends EventTarget {
       case 'control':
         this.seq = Math.max(this.seq, msg.seq);
         this.playout.onControl(msg);
+        this.client.saveSoon();
         break;
       default:
         break;
@@ -134,7 +181,11 @@ class Playout {
     this.timer = null;
   }
 
-  seed(values) { Object.assign(this.values, values); }
+  /** Start from a snapshot; `replace` drops what is not in it (the server lost it). */
+  seed(values, replace = false) {
+    if (replace) this.values = {};
+    Object.assign(this.values, values);
+  }
 
   onState(msg, arrivalNetwork) {
     const item = { at: msg.at, sender: msg.from, seq: msg.v, keys: Object.keys(msg.set), payload: msg };
@@ -189,9 +240,11 @@ class Playout {
 export class Client extends EventTarget {
   /**
    * @param {string} url ws:// URL of the server's /ws endpoint
-   * @param {{clock?: () => number, lockTimeout?: number, reconnect?: boolean, playoutLead?: number}} [options]
+   * @param {{clock?: () => number, lockTimeout?: number, reconnect?: boolean, playoutLead?: number,
+   *   storage?: boolean}} [options]
    *   `clock` is the local clock (injectable); `playoutLead` hands changes out that many seconds
-   *   before they are due (see Playout), for audio scheduling
+   *   before they are due (see Playout), for audio scheduling; `storage` keeps each session's
+   *   resume token in sessionStorage so that a reloaded page resumes (default true)
    */
   static async connect(url, options = {}) {
     const client = new Client(url, options);
@@ -200,7 +253,22 @@ export class Client extends EventTarget {
     return client;
   }
 
-  constructor(url, { clock = browserClock, reconnect = true, playoutLead = 0 } = {}) {
+  /** The display name this browser used last ('' if none, or if localStorage is unavailable). */
+  static savedName() {
+    try {
+      return webStorage('localStorage')?.getItem(NAME_KEY) ?? '';
+    } catch {
+      return '';
+    }
+  }
+
+  static saveName(name) {
+    try {
+      webStorage('localStorage')?.setItem(NAME_KEY, String(name));
+    } catch { /* a convenience only */ }
+  }
+
+  constructor(url, { clock = browserClock, reconnect = true, playoutLead = 0, storage = true } = {}) {
     super();
     this.url = url;
     this.clock = clock; // injectable: tests give pages offset and skewed clocks
@@ -212,8 +280,14 @@ export class Client extends EventTarget {
     this.pending = new Map();
     this.timePending = new Map();
     this.rid = 0;
+    this.state = 'connecting';
     this.closing = false;
-    this.connected = false;
+    this.connected = false; // the current socket said welcome
+    this.ws = null; // the one socket: every other was closed and silenced before it opened
+    this.opened = false; // a socket said welcome before: later opens are reconnects
+    this.reconnecting = false;
+    this.store = storage ? webStorage('sessionStorage') : null;
+    this.saveTimer = null;
     this.probeTimer = null;
     this.lastProbeT0 = -Infinity; // the local reading of the last probe sent
   }
@@ -239,22 +313,24 @@ export class Client extends EventTarget {
     if (this.connected) { clearTimeout(this.probeTimer); this.probe(); }
   }
 
-  /** Listen for what tells a page it slept. Called once the socket is up; idempotent. */
+  /** Listen for what tells a page it slept, or that it goes away. Called once the socket is up; idempotent. */
   watchLifecycle() {
     if (this.lifecycle || typeof document === 'undefined') return;
     this.lifecycle = () => { if (document.visibilityState !== 'hidden') this.suspectClock(); };
     for (const ev of ['visibilitychange', 'resume', 'pageshow']) document.addEventListener(ev, this.lifecycle);
+    // A reload resumes from storage: the seq stored must be the last one seen.
+    this.pagehide = () => this.saveAll();
+    globalThis.addEventListener?.('pagehide', this.pagehide);
   }
 
-  open() {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
-      this.ws = ws;
-      this.welcomed = resolve;
-      ws.onmessage = (ev) => this.onFrame(ev.data, this.clock());
-      ws.onerror = () => { if (!this.connected) reject(new Error(`cannot connect to ${this.url}`)); };
-      ws.onclose = (ev) => this.onClose(ev);
-    });
+  /** Open the first connection (Client.connect does this); rejects if it cannot. */
+  async open() {
+    try {
+      await this.openSocket();
+    } catch (err) {
+      this.state = 'closed';
+      throw err;
+    }
   }
 
   async create(name, { sessionId, public: isPublic = false, ceremonyType, playoutDelay = 0.15, meta = {} } = {}) {
@@ -264,11 +340,51 @@ export class Client extends EventTarget {
     return this.request({ type: 'create', name, settings, meta });
   }
 
-  async join(session, name, { role = 'participant', meta = {}, resume, lastSeq } = {}) {
+  /**
+   * Join a session. Without an explicit `resume`, a session this tab was in (sessionStorage) is
+   * resumed as the same participant; if the server no longer knows the token, it joins afresh
+   * under the stored name and role. `session.resumedSame` says which happened. A session that is
+   * gone rejects with a ServerError (`session_ended` or `session_not_found`) and is forgotten.
+   * `name` and `role` may be left out when a stored record gives them.
+   */
+  async join(session, name, { role, meta = {}, resume, lastSeq } = {}) {
+    const saved = resume === undefined ? this.savedSession(session) : null;
+    if (saved) {
+      const again = { name: name ?? saved.name, role: role ?? saved.role, meta };
+      try {
+        const s = await this.joinOnce(session, { ...again, resume: saved.token, lastSeq: saved.seq });
+        s.resumedSame = true;
+        if (saved.epoch !== undefined && s.epoch !== undefined && saved.epoch !== s.epoch) s.epochChanged = true;
+        return s;
+      } catch (err) {
+        if (err instanceof ServerError && GONE.has(err.code)) this.forget(session);
+        // A stored token the server does not know (expired, or mangled): come back as someone new.
+        if (!(err instanceof ServerError) || !['resume_failed', 'invalid_message'].includes(err.code)) throw err;
+      }
+      const s = await this.joinOnce(session, again);
+      s.resumedSame = false;
+      return s;
+    }
+    const s = await this.joinOnce(session, { name, role: role ?? 'participant', meta, resume, lastSeq });
+    s.resumedSame = Boolean(resume);
+    return s;
+  }
+
+  joinOnce(session, { name, role, meta, resume, lastSeq }) {
     const msg = { type: 'join', session, name, role, meta };
     if (resume) msg.resume = resume;
-    if (lastSeq !== undefined) msg.lastSeq = lastSeq;
+    if (Number.isInteger(lastSeq) && lastSeq >= 0) msg.lastSeq = lastSeq;
     return this.request(msg);
+  }
+
+  /** This tab's stored record of a session ({token, seq, name, role, epoch}), or null. */
+  savedSession(sessionId) {
+    try {
+      const rec = JSON.parse(this.store?.getItem(SESSION_KEY + sessionId) ?? 'null');
+      return rec && typeof rec.token === 'string' && typeof rec.name === 'string' ? rec : null;
+    } catch {
+      return null;
+    }
   }
 
   send(msg) {
@@ -276,7 +392,9 @@ export class Client extends EventTarget {
     this.ws.send(JSON.stringify(msg));
   }
 
+  /** A request, resolved with its reply; rejected at once while not connected (it could not be sent). */
   request(msg, timeout = 10) {
+    if (!this.connected) return Promise.reject(new Error('not connected'));
     const rid = ++this.rid;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { this.pending.delete(rid); reject(new Error('request timed out')); }, timeout * 1000);
@@ -296,14 +414,183 @@ export class Client extends EventTarget {
     });
   }
 
+  /** Close for good, also in the middle of a reconnect (its wait and its socket are cut short). */
   close() {
     this.closing = true;
+    this.state = 'closed';
+    clearTimeout(this.backoffTimer);
+    this.wake?.();
     if (this.lifecycle) {
       for (const ev of ['visibilitychange', 'resume', 'pageshow']) document.removeEventListener(ev, this.lifecycle);
+      globalThis.removeEventListener?.('pagehide', this.pagehide);
     }
+    this.saveAll();
     clearTimeout(this.probeTimer);
     for (const s of this.sessions.values()) s.playout.close();
-    this.ws?.close(1000);
+    this.dropSocket('client closed');
+  }
+
+  // --- connection ----------------------------------------------------------------------
+
+  /** Open a socket and wait for its welcome. Exactly one socket at a time: the previous one is
+   *  closed with its handlers detached first, so nothing it still says reaches this client. */
+  openSocket() {
+    this.dropSocket('replaced');
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.ws = ws;
+      const timer = setTimeout(() => this.dropSocket('timed out'), OPEN_TIMEOUT * 1000);
+      const settle = (err) => {
+        clearTimeout(timer);
+        this.welcomed = this.abortOpen = null;
+        if (err) reject(err); else resolve();
+      };
+      this.welcomed = () => settle(null);
+      this.abortOpen = (why) => settle(new Error(`cannot connect to ${this.url} (${why})`));
+      ws.onmessage = (ev) => { if (this.ws === ws) this.onFrame(ev.data, this.clock()); };
+      ws.onerror = () => {}; // a close event follows, with the code
+      ws.onclose = (ev) => {
+        if (this.ws !== ws) return;
+        if (this.connected) this.onClose(ev); else this.dropSocket(`closed with ${ev.code}`);
+      };
+    });
+  }
+
+  /** Let go of the current socket (closing it if it is not closed yet) and of what waited on it. */
+  dropSocket(why) {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000);
+    this.detach(`connection closed (${why})`);
+    this.abortOpen?.(why);
+  }
+
+  /** The socket is gone: stop probing, fail what waits for a reply, mark sessions not joined. */
+  detach(why) {
+    this.connected = false;
+    clearTimeout(this.probeTimer);
+    this.timePending.clear();
+    for (const w of this.pending.values()) {
+      clearTimeout(w.timer);
+      w.reject(new Error(why));
+    }
+    this.pending.clear();
+    for (const s of this.sessions.values()) s.connected = false;
+  }
+
+  /** The server's side of an open connection ended it (or the network did). */
+  onClose(ev) {
+    this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.ws = null;
+    this.detach(`connection closed (${ev.code})`);
+    const final = this.closing || !this.reconnect || NO_RECONNECT.has(ev.code);
+    this.state = final ? 'closed' : 'lost';
+    this.dispatchEvent(new CustomEvent('lost', { detail: { code: ev.code, reason: ev.reason } }));
+    if (!final && !this.reconnecting) this.reconnectLoop();
+  }
+
+  get stopped() { return this.closing || this.state === 'closed'; }
+
+  /** Reopen with backoff until every session is rejoined (or gone); one socket at a time. */
+  async reconnectLoop() {
+    this.reconnecting = true;
+    // Who each session was before the drop: an attempt may rejoin and then lose its socket.
+    const before = new Map([...this.sessions.values()].map((s) => [s.id, { me: s.me, epoch: s.epoch }]));
+    try {
+      for (let attempt = 0; !this.stopped; attempt++) {
+        const delay = backoffDelay(attempt);
+        this.state = 'connecting';
+        this.dispatchEvent(new CustomEvent('connecting', { detail: { attempt, delay } }));
+        await new Promise((resolve) => {
+          this.wake = resolve;
+          this.backoffTimer = setTimeout(resolve, delay * 1000);
+        });
+        this.wake = null;
+        if (this.stopped) return;
+        try {
+          await this.openSocket();
+          await this.rejoinAll(before);
+          return;
+        } catch {
+          if (this.stopped) return;
+          this.dropSocket('rejoin failed'); // a half-rejoined socket is not kept
+        }
+      }
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  /** Rejoin every session on the new socket, then announce each (`resumed`, or `ended`). */
+  async rejoinAll(before) {
+    const done = [];
+    for (const s of [...this.sessions.values()]) {
+      const was = before.get(s.id) ?? { me: s.me, epoch: s.epoch };
+      if (!(await this.rejoin(s))) continue; // gone: `ended` was announced
+      const epochChanged = was.epoch !== undefined && s.epoch !== undefined && s.epoch !== was.epoch;
+      done.push({ session: s.id, same: s.me === was.me, epochChanged, you: s.me });
+    }
+    for (const detail of done) this.dispatchEvent(new CustomEvent('resumed', { detail }));
+  }
+
+  /** Resume one session; with the token refused, join afresh (same name and role). False if gone. */
+  async rejoin(s) {
+    const msg = { type: 'join', session: s.id, name: s.name, role: s.joinRole, meta: s.participants.get(s.me)?.meta ?? {}, lastSeq: s.seq };
+    try {
+      await this.request({ ...msg, resume: s.token }, REJOIN_TIMEOUT);
+      return true;
+    } catch (err) {
+      if (!(err instanceof ServerError)) throw err; // the connection failed: retry with backoff
+      if (GONE.has(err.code)) return this.end(s, err.code, err.message);
+      if (err.code !== 'resume_failed') throw err;
+    }
+    try {
+      await this.request(msg, REJOIN_TIMEOUT);
+      return true;
+    } catch (err) {
+      if (err instanceof ServerError && GONE.has(err.code)) return this.end(s, err.code, err.message);
+      throw err;
+    }
+  }
+
+  /** The session is gone for good: no more retries, no stored token; tell the session and the client. */
+  end(s, code, reason) {
+    s.playout.close();
+    s.connected = false;
+    this.sessions.delete(s.id);
+    this.forget(s.id);
+    const detail = { session: s.id, code, reason };
+    s.dispatchEvent(new CustomEvent('ended', { detail }));
+    this.dispatchEvent(new CustomEvent('ended', { detail }));
+    return false;
+  }
+
+  // --- per-tab storage (sessionStorage: survives a reload, not the tab) -------------------------
+
+  save(s) {
+    try {
+      const rec = { token: s.token, seq: s.seq, name: s.name, role: s.joinRole, epoch: s.epoch };
+      this.store?.setItem(SESSION_KEY + s.id, JSON.stringify(rec));
+    } catch { /* full or refused: the page just will not resume after a reload */ }
+  }
+
+  saveAll() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    for (const s of this.sessions.values()) this.save(s);
+  }
+
+  /** A control moved the seq on: store it, at most once a second. */
+  saveSoon() {
+    if (this.store && this.saveTimer === null) this.saveTimer = setTimeout(() => this.saveAll(), SAVE_INTERVAL);
+  }
+
+  forget(sessionId) {
+    try {
+      this.store?.removeItem(SESSION_KEY + sessionId);
+    } catch { /* nothing stored */ }
   }
 
   // --- internals -----------------------------------------------------------------------
@@ -345,13 +632,18 @@ export class Client extends EventTarget {
   dispatch(msg, arrival) {
     const waiter = msg.rid !== undefined ? this.pending.get(msg.rid) : undefined;
     switch (msg.type) {
-      case 'welcome':
+      case 'welcome': {
         this.welcome = msg;
         this.connected = true;
+        this.state = 'open';
         this.watchLifecycle();
         this.probe();
+        const reconnect = this.opened;
+        this.opened = true;
         this.welcomed?.();
+        this.dispatchEvent(new CustomEvent('open', { detail: { reconnect } }));
         break;
+      }
       case 'time':
         if (this.timePending.delete(msg.t0)) this.onTimeSample({ t0: msg.t0, t1: msg.t1, t2: msg.t2, t3: arrival });
         break;
@@ -359,10 +651,16 @@ export class Client extends EventTarget {
         let session = this.sessions.get(msg.session);
         if (session) session.adopt(msg); else session = new Session(this, msg);
         this.sessions.set(session.id, session);
+        this.save(session);
         this.settle(msg.rid, session);
         break;
       }
       case 'left':
+        // Unsolicited: this participant resumed from another connection (a duplicated tab).
+        if (msg.reason === 'replaced' && this.sessions.has(msg.session)) {
+          this.end(this.sessions.get(msg.session), 'replaced', 'this participant continues on another connection');
+        } else this.settle(msg.rid, msg);
+        break;
       case 'ack':
         this.settle(msg.rid, msg);
         break;
@@ -393,32 +691,5 @@ export class Client extends EventTarget {
     this.pending.delete(rid);
     clearTimeout(waiter.timer);
     if (error) waiter.reject(error); else waiter.resolve(value);
-  }
-
-  async onClose(ev) {
-    const wasConnected = this.connected;
-    this.connected = false;
-    clearTimeout(this.probeTimer);
-    for (const [rid, w] of this.pending) {
-      clearTimeout(w.timer);
-      w.reject(new Error(`connection closed (${ev.code})`));
-      this.pending.delete(rid);
-    }
-    this.dispatchEvent(new CustomEvent('disconnected', { detail: { code: ev.code, reason: ev.reason } }));
-    if (this.closing || !this.reconnect || !wasConnected) return;
-    for (let attempt = 0; !this.closing; attempt++) {
-      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
-      this.dispatchEvent(new CustomEvent('reconnecting', { detail: { attempt } }));
-      try {
-        await this.open();
-        for (const s of this.sessions.values()) {
-          await this.join(s.id, s.participants.get(s.me)?.name ?? 'guest', { resume: s.token, lastSeq: s.seq });
-        }
-        this.dispatchEvent(new Event('reconnected'));
-        return;
-      } catch (err) {
-        this.dispatchEvent(new CustomEvent('error', { detail: { code: 'reconnect_failed', message: String(err) } }));
-      }
-    }
   }
 }
