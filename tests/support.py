@@ -38,3 +38,78 @@ class LoopLag:
 
     def stop(self) -> None:
         self._task.cancel()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (a restarted server must come back on the same)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`collective-sync serve` as a real process on a fixed port and data directory, to be
+    stopped (SIGTERM), killed (SIGKILL) and started again as a deploy or a crash would."""
+
+    def __init__(self, data_dir: object, port: int | None = None, *args: str):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.args = args
+        self.proc: object = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        """Start and wait for the "listening" line (the store is recovered by then)."""
+        import asyncio
+        import sys
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collective_sync",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.proc = proc
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
+        assert f":{self.port}" in line, line
+
+    async def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait for the exit; returns the exit status."""
+        import asyncio
+        import signal
+
+        proc = self.proc
+        assert isinstance(proc, asyncio.subprocess.Process)
+        proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash, nothing gets to run."""
+        import asyncio
+
+        proc = self.proc
+        assert isinstance(proc, asyncio.subprocess.Process)
+        proc.kill()
+        await proc.wait()
+
+    async def cleanup(self) -> None:
+        import asyncio
+
+        proc = self.proc
+        if isinstance(proc, asyncio.subprocess.Process) and proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -18,6 +18,20 @@ def _check_loopback(host: str) -> None:
 
 
 @dataclass
+class _Link:
+    """Both sides of one proxied TCP connection."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    truncate: bool = False
+    models: list[tuple[str, ImpairmentModel]] = field(default_factory=list)
+
+    def abort(self) -> None:
+        for w in (self.client, self.server):
+            w.transport.abort()
+
+
+@dataclass
 class ImpairProxy:
     """Listens on `listen_host:listen_port`, forwards to `target` with `up`/`down` impairments.
 
@@ -37,6 +51,7 @@ class ImpairProxy:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _seeds: itertools.count = field(default_factory=itertools.count)
     _models: list[tuple[str, ImpairmentModel]] = field(default_factory=list)
+    _links: list[_Link] = field(default_factory=list)  # live TCP connections, for `cut`
 
     def __post_init__(self) -> None:
         _check_loopback(self.target_host)
@@ -55,6 +70,25 @@ class ImpairProxy:
         for side, model in self._models:
             model.spec = self.up if side == "up" else self.down
 
+    @property
+    def links(self) -> int:
+        """Live TCP connections through the proxy."""
+        return len(self._links)
+
+    def cut(self, client_port: int, mid_frame: bool = False) -> bool:
+        """Break the connection from the client's local port `client_port` as a network would:
+        at once (RST both ways), or `mid_frame`: the next chunk in either direction is cut
+        short, then RST, so the receiver holds half a WebSocket frame when it dies. False when
+        no live connection comes from that port."""
+        for link in self._links:
+            if link.client.get_extra_info("peername")[1] == client_port:
+                if mid_frame:
+                    link.truncate = True
+                else:
+                    link.abort()
+                return True
+        return False
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -71,15 +105,34 @@ class ImpairProxy:
             writer.close()
             return
         n = next(self._seeds)
+        link = _Link(writer, up_w)
+        self._links.append(link)
+        pumps = []
         for src, dst, spec, k in ((reader, up_w, self.up, 0), (up_r, writer, self.down, 1)):
             model = ImpairmentModel(spec, seed=self.seed * 1000 + 2 * n + k)
             self._models.append(("up" if k == 0 else "down", model))
-            task = asyncio.create_task(self._pump(src, dst, model))
+            link.models.append(self._models[-1])
+            task = asyncio.create_task(self._pump(src, dst, model, link))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            pumps.append(task)
+        both = asyncio.gather(*pumps, return_exceptions=True)
+        both.add_done_callback(lambda _: self._forget(link))
+
+    def _forget(self, link: _Link) -> None:
+        with contextlib.suppress(ValueError):
+            self._links.remove(link)
+        for m in link.models:  # retune() need not visit connections long gone
+            with contextlib.suppress(ValueError):
+                self._models.remove(m)
+        link.abort()
 
     async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, model: ImpairmentModel
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        model: ImpairmentModel,
+        link: _Link | None = None,
     ) -> None:
         """Read chunks as they come; a second task writes each at its release time, in order."""
         loop = asyncio.get_running_loop()
@@ -93,6 +146,10 @@ class ImpairProxy:
                 delay = release - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if link is not None and link.truncate:
+                    dst.write(data[: max(1, len(data) // 2)])  # half a frame, then the wire dies
+                    link.abort()
+                    break
                 dst.write(data)
                 await dst.drain()
             with contextlib.suppress(OSError):
