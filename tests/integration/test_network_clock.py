@@ -174,14 +174,21 @@ async def test_a_one_way_delay_change_is_not_taken_for_drift(server) -> None:
     try:
         await client.wait_for(lambda c: c.network.locked and c.network.estimator.span > 4.0, 30)
         freq = client.network.freq
+        lag = LoopLag()
         proxy.retune(up=Impairment(0.080, 0.0005))  # the uplink only
         await watch(12)
         proxy.retune(up=Impairment(0.020, 0.0005))
         await watch(4)
+        lag.stop()
         worst = max(abs(e) for e in errors)
         assert worst < 0.005, f"followed the one-way change: {worst * 1e3:.1f} ms off"
-        assert abs(client.network.freq - freq) < 50e-6
-        assert client.network.estimator.discontinuities == 0
+        # Taking the change for drift would move the rate by thousands of ppm (60 ms in seconds).
+        assert abs(client.network.freq - freq) < 200e-6
+        # A process that is not scheduled for longer than the clock's error bound stamps every
+        # reply it then reads late, alike: from inside, that is what a jump of the local clock
+        # looks like, and re-acquiring is the right answer. Otherwise none may be seen.
+        starved = lag.worst > 0.01
+        assert client.network.estimator.discontinuities <= (1 if starved else 0), lag.worst
     finally:
         await client.close()
         await proxy.close()
