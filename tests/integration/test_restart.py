@@ -15,6 +15,8 @@ import pytest
 from ceremony import all_back, ceremony, check_controls, check_state, healthz
 from support import ServerProcess
 
+from collective_sync.client import Client
+
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_a_ceremony_survives_a_restart(tmp_path: Path, how: str) -> None:
@@ -44,4 +46,29 @@ async def test_a_ceremony_survives_a_restart(tmp_path: Path, how: str) -> None:
         assert events[:1] == ["open"] and "lost" in events and events[-1] == "resumed"
     finally:
         await c.close()
+        await server.cleanup()
+
+
+async def test_whoever_was_told_joined_survives_a_crash_right_after(tmp_path: Path) -> None:
+    """`joined` is sent only once the participant is durable: kill the server the moment the last
+    joiner hears it, and every joiner still resumes as itself."""
+    server = ServerProcess(tmp_path)
+    await server.start()
+    clients = [await Client.connect(server.url, discipline=False) for _ in range(20)]
+    try:
+        lead = await clients[0].create("Leader")
+        sessions = [
+            lead,
+            *await asyncio.gather(*(c.join(lead.id, f"P{k}") for k, c in enumerate(clients[1:]))),
+        ]
+        await server.kill()
+        ids = [s.me for s in sessions]
+        await server.start()
+        for c in clients:
+            await c.wait_for(lambda cl: cl.ready, 30)
+        assert [s.me for s in sessions] == ids
+        assert all(s.ended is None for s in sessions)
+    finally:
+        for c in clients:
+            await c.close()
         await server.cleanup()

@@ -74,11 +74,10 @@ class Connection:
 
 @dataclass(slots=True)
 class _Held:
-    """Messages of a session waiting for a control to be durable (they keep their order)."""
+    """What a session sends once a write of its is durable; items keep their order."""
 
     ticket: int  # the store write that must be durable first (0: none of its own)
-    outs: list[Out]
-    ack: tuple[Connection, int | None, int] | None = None  # (leader's conn, rid, seq)
+    send: Callable[[], None]
 
 
 @dataclass
@@ -375,29 +374,42 @@ class Node:
         outs: list[Out],
         last_seq: int | None,
     ) -> None:
-        conn.sessions[session.id] = p.id
-        self.members[session.id][p.id] = conn
-        self._private(
-            conn,
-            Joined(
-                session=session.id,
-                you=p.id,
-                token=token,
-                role=p.role,
-                leader=session.leader,
-                participants=[q.info() for q in session.participants.values()],
-                state=session.snapshot(),
-                seq=session.released_seq,  # controls still waiting for the disk follow
-                settings=session.settings,
-                epoch=self.epoch,
-                rid=rid,
-            ),
-        )
-        if last_seq is not None:
-            for ctl in session.replay_after(last_seq):
-                self._private(conn, ctl)
+        """The joiner gets `joined` once its participant record is durable (a resume token that a
+        crash could forget is no token), and becomes a member only then: everything the session
+        sends before is in the snapshot, everything after reaches it."""
+        sid = session.id
+        conn.sessions[sid] = p.id
+
+        def enter() -> None:
+            if conn.closing or conn.sessions.get(sid) != p.id:
+                return  # gone meanwhile, or resumed from another connection
+            self.members[sid][p.id] = conn
+            self._private(
+                conn,
+                Joined(
+                    session=sid,
+                    you=p.id,
+                    token=token,
+                    role=p.role,
+                    leader=session.leader,
+                    participants=[q.info() for q in session.participants.values()],
+                    state=session.snapshot(),
+                    seq=session.released_seq,  # controls still waiting for the disk follow
+                    settings=session.settings,
+                    epoch=self.epoch,
+                    rid=rid,
+                ),
+            )
+            if last_seq is not None:
+                for ctl in session.replay_after(last_seq):
+                    self._private(conn, ctl)
+
+        ticket = self._persist(session)
+        if self.store.immediate:
+            enter()
+        else:
+            self._hold(session, ticket, enter)
         self._publish(session, outs)
-        self._persist(session)
 
     def _leave(self, conn: Connection, msg: Leave, now: float) -> None:
         session, pid = self._member(conn, msg.session)
@@ -427,17 +439,18 @@ class Node:
         session, pid = self._member(conn, msg.session)
         out, outs = session.control(pid, msg.event, msg.payload, msg.at, now)
         self._persist(session)
-        if self.store.immediate:
+
+        def release() -> None:
             session.released_seq = out.seq
-            self._publish(session, outs)
+            self._send(session, outs)
             self._ack(conn, msg.rid, out.seq)
+
+        if self.store.immediate:
+            release()
             return
         ticket = self.store.append_control(out, self.config.session.history)
         self._commit_soon()
-        queue = self._held.get(session.id)
-        if queue is None:
-            queue = self._held[session.id] = deque()
-        queue.append(_Held(ticket, outs, (conn, msg.rid, out.seq)))
+        self._hold(session, ticket, release)
 
     def _state_set(self, conn: Connection, msg: StateSet, now: float) -> None:
         session, pid = self._member(conn, msg.session)
@@ -510,29 +523,32 @@ class Node:
 
     # --- durability ------------------------------------------------------------------------
 
-    def _persist(self, session: Session) -> None:
-        """Hand what the session's rules changed to the store (written at the end of the turn)."""
+    def _persist(self, session: Session) -> int:
+        """Hand what the session's rules changed to the store (written at the end of the turn);
+        returns the ticket of the last write (0: nothing written)."""
         if self.store.immediate:
             session.state_dirty = session.record_dirty = False
             session.dirty.clear()
             session.gone.clear()
-            return
+            return 0
         if session.state_dirty:
             session.state_dirty = False
             self._snapshot_due[session.id] = None
         if not (session.record_dirty or session.dirty or session.gone):
-            return
+            return 0
         store, sid = self.store, session.id
+        ticket = 0
         if session.record_dirty:
             session.record_dirty = False
-            store.put_session(session.record())
+            ticket = store.put_session(session.record())
         for pid in session.gone:
-            store.delete_participant(sid, pid)
+            ticket = store.delete_participant(sid, pid)
         for pid in session.dirty:
-            store.put_participant(sid, session.participants[pid].record())
+            ticket = store.put_participant(sid, session.participants[pid].record())
         session.gone.clear()
         session.dirty.clear()
         self._commit_soon()
+        return ticket
 
     def _snapshot(self, session: Session, now: float) -> None:
         self._snapshot_due.pop(session.id, None)
@@ -552,25 +568,23 @@ class Node:
             session = self.sessions.get(sid)
             while queue and queue[0].ticket <= ticket:
                 item = queue.popleft()
-                if session is None:
-                    continue
-                if item.ack is not None:
-                    conn, rid, seq = item.ack
-                    session.released_seq = seq
-                    self._send(session, item.outs)
-                    self._ack(conn, rid, seq)
-                else:
-                    self._send(session, item.outs)
+                if session is not None:
+                    item.send()
             if not queue:
                 del self._held[sid]
 
+    def _hold(self, session: Session, ticket: int, send: Callable[[], None]) -> None:
+        queue = self._held.get(session.id)
+        if queue is None:
+            queue = self._held[session.id] = deque()
+        queue.append(_Held(ticket, send))
+
     def _publish(self, session: Session, outs: list[Out]) -> None:
-        """Send now, or after the session's controls still waiting for the disk (keeps order)."""
+        """Send now, or after the session's writes still waiting for the disk (keeps order)."""
         if not outs:
             return
-        queue = self._held.get(session.id)
-        if queue is not None:
-            queue.append(_Held(0, outs))
+        if session.id in self._held:
+            self._hold(session, 0, lambda: self._send(session, outs))
         else:
             self._send(session, outs)
 
