@@ -75,7 +75,7 @@ class SqliteStore:
         sync: Sync = "full",
         ended_retention: float = 24 * 3600.0,
     ):
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # session data: owner only
         self.path = data_dir / "collective-sync.db"
         self.clock = clock
         self.ended_retention = ended_retention
@@ -95,6 +95,7 @@ class SqliteStore:
         self.epoch = ""
         self._ticket = 0
         self._ops: list[_Op] = []
+        self._positions: dict[str, tuple[int, int]] = {}  # session -> (last seq, history kept)
         self._queue: queue.SimpleQueue[tuple[list[_Op], int] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
@@ -172,19 +173,29 @@ class SqliteStore:
         return self._op("DELETE FROM participants WHERE session = ? AND id = ?", session, pid)
 
     def append_control(self, msg: ControlOut, keep: int) -> int:
-        sid, seq = msg.session, msg.seq
-        record = msgspec.json.encode(msg).decode()
-        self._op("INSERT OR REPLACE INTO controls VALUES (?, ?, ?)", sid, seq, record)
-        self._op("INSERT OR REPLACE INTO positions VALUES (?, ?)", sid, seq)
-        if seq > keep:
-            self._op("DELETE FROM controls WHERE session = ? AND seq <= ?", sid, seq - keep)
-        return self._ticket
+        """One INSERT per control; the session's log position and the history trim are written
+        once per batch (at `commit`), however many controls the batch holds."""
+        self._positions[msg.session] = (msg.seq, keep)
+        return self._op(
+            "INSERT OR REPLACE INTO controls VALUES (?, ?, ?)",
+            msg.session,
+            msg.seq,
+            msgspec.json.encode(msg).decode(),
+        )
 
     def put_state(self, session: str, version: int, doc: bytes) -> int:
         return self._op("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", session, version, doc.decode())
 
     def commit(self) -> None:
         """End of a loop turn: what was written goes to the writer as one batch."""
+        if self._positions:
+            for sid, (seq, keep) in self._positions.items():
+                self._ops.append(("INSERT OR REPLACE INTO positions VALUES (?, ?)", (sid, seq)))
+                if seq > keep:
+                    self._ops.append(
+                        ("DELETE FROM controls WHERE session = ? AND seq <= ?", (sid, seq - keep))
+                    )
+            self._positions.clear()
         if self._ops:
             ops, self._ops = self._ops, []
             self._queue.put((ops, self._ticket))
