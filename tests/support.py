@@ -58,6 +58,7 @@ class ServerProcess:
         self.port = port or free_port()
         self.args = args
         self.proc: object = None
+        self.line = ""
 
     @property
     def url(self) -> str:
@@ -86,6 +87,7 @@ class ServerProcess:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
         assert f":{self.port}" in line, line
+        self.line = line  # what it printed: where it listens, where its data lives
 
     async def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait for the exit; returns the exit status."""

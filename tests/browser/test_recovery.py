@@ -385,6 +385,24 @@ async def test_d_controls_are_disabled_while_disconnected(server, browser) -> No
         assert page.js_errors == []  # type: ignore[attr-defined]
 
 
+async def two_pages_recording(
+    browser: Browser, http: str, kinds: list[str]
+) -> tuple[Page, Page, str, str, str]:
+    """Ana creates a session on the demo, Ben joins by its link; both record the client's
+    connection events of `kinds` in `window.seen` ({kind, ...detail})."""
+    ana = await open_page(browser, f"{http}/")
+    sid, ana_id = await create_on_demo(ana, "Ana")
+    ben = await open_page(browser, f"{http}/?s={sid}&name=Ben")
+    for page in (ana, ben):
+        await page.wait_for_function("() => document.querySelectorAll('#people li').length === 2")
+        await page.evaluate(
+            "(kinds) => { window.seen = []; for (const k of kinds)"
+            "   demo.client.addEventListener(k, (e) => seen.push({ kind: k, ...e.detail })); }",
+            kinds,
+        )
+    return ana, ben, sid, ana_id, await ben.evaluate("() => demo.session.me")
+
+
 async def test_e_pages_resume_by_themselves_after_a_server_restart(browser, tmp_path) -> None:
     """A real restart on the durable store (issue 9's server side): every page comes back as the
     same participant, the leader still leads, and nobody sees the session end."""
@@ -394,17 +412,9 @@ async def test_e_pages_resume_by_themselves_after_a_server_restart(browser, tmp_
     http = f"http://127.0.0.1:{port}"
     running: WsServer | None = first
     try:
-        ana = await open_page(browser, f"{http}/")
-        sid, ana_id = await create_on_demo(ana, "Ana")
-        ben = await open_page(browser, f"{http}/?s={sid}&name=Ben")
-        for page in (ana, ben):
-            await page.wait_for_function("() => document.querySelectorAll('#people li').length === 2")
-            await page.evaluate(
-                "() => { window.seen = [];"
-                " for (const k of ['lost', 'connecting', 'open', 'resumed', 'ended'])"
-                "   demo.client.addEventListener(k, (e) => seen.push({ kind: k, ...e.detail })); }"
-            )
-        ben_id = await ben.evaluate("() => demo.session.me")
+        ana, ben, sid, ana_id, ben_id = await two_pages_recording(
+            browser, http, ["lost", "connecting", "open", "resumed", "ended"]
+        )
 
         running = None
         await first.stop()
@@ -446,23 +456,13 @@ async def test_f_after_a_crash_pages_resume_and_are_told_what_was_lost(browser, 
     await server.start()
     http = f"http://127.0.0.1:{server.port}"
     try:
-        ana = await open_page(browser, f"{http}/")
-        sid, ana_id = await create_on_demo(ana, "Ana")
-        ben = await open_page(browser, f"{http}/?s={sid}&name=Ben")
-        for page in (ana, ben):
-            await page.wait_for_function("() => document.querySelectorAll('#people li').length === 2")
-            await page.evaluate(
-                "() => { window.seen = [];"
-                " demo.client.addEventListener('resumed', (e) => seen.push(e.detail));"
-                " demo.client.addEventListener('ended', (e) => seen.push(e.detail)); }"
-            )
-        ben_id = await ben.evaluate("() => demo.session.me")
+        ana, ben, sid, ana_id, ben_id = await two_pages_recording(browser, http, ["resumed", "ended"])
         await server.kill()
         await server.start()
         for page, me in ((ana, ana_id), (ben, ben_id)):
             await page.wait_for_function("() => seen.length > 0", timeout=30000)
             assert await page.evaluate("() => seen") == [
-                {"session": sid, "same": True, "epochChanged": True, "you": me}
+                {"kind": "resumed", "session": sid, "same": True, "epochChanged": True, "you": me}
             ]
             await page.wait_for_selector(".toast:has-text('The server restarted')")
             assert await page.evaluate("() => [demo.session.me, demo.session.leader, maxLive]") == [

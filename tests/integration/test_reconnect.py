@@ -130,3 +130,19 @@ async def test_a_close_a_retry_cannot_fix_is_final(server, connect, code: CloseC
     closed = await client.wait_closed(5)
     assert closed.code == code and client.state == "closed"
     assert "connecting" not in kinds(client)
+
+
+async def test_leaving_while_disconnected_is_not_undone_by_the_reconnect(server, connect) -> None:
+    lead = await connect()
+    follower = await connect()
+    s = await lead.create("Lea")
+    f = await follower.join(s.id, "Fin")
+    node = server.server.node
+    server.config.session.grace_period = 0.5
+    node._close(node.conns[follower.welcome.conn], CloseCode.GOING_AWAY, "restarting")
+    await follower.wait_for(lambda c: c.state != "open", 5)
+    await f.leave()  # offline: only forgotten here
+    assert f.left and s.id not in follower.sessions
+    await follower.wait_for(lambda c: c.ready, 10)
+    assert "resumed" not in kinds(follower)  # not rejoined
+    await lead.wait_for(lambda c: f.me not in s.participants, 10)  # gone after its grace period

@@ -155,10 +155,17 @@ class Session:
         await self.client.request(Handover(session=self.id, to=to))
 
     async def leave(self) -> None:
-        await self.client.request(Leave(session=self.id))
-        self.left = True
-        self.playout.close()
-        self.client.forget(self.id)
+        """Leave for good. While disconnected only this client forgets the session (it is not
+        rejoined); the server lets the participant go when its grace period ends."""
+        try:
+            if self.client.ready:
+                await self.client.request(Leave(session=self.id))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.left = True
+            self.playout.close()
+            self.client.forget(self.id)
 
     # --- fed by the client -----------------------------------------------------------------
 
