@@ -75,7 +75,12 @@ class Ceremony:
         await self.leader.wait_for(lambda _: len(self.acked) >= n, timeout)
 
     async def finish(self) -> None:
-        """Stop sending; wait until every client has every acknowledged control."""
+        """Once every writer's own path holds a value the server accepted (after a crash, what
+        they wrote before the last snapshot is gone), stop sending; wait until every client has
+        every acknowledged control."""
+        for k, s in enumerate(self.sessions):
+            path = "geometry.R" if k == 0 else f"participants.{s.me}.beat"
+            await s.client.wait_for(lambda _, s=s, path=path: path in s.values, 30)  # type: ignore[misc]
         self.stop.set()
         await asyncio.gather(*self.senders)
         last = max(self.acked)
@@ -107,6 +112,15 @@ async def ceremony(
 def healthz(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+async def connections_settle_at(port: int, n: int, timeout: float = 10) -> None:
+    """The server counts `n` connections (a connection cut a moment ago may still be counted
+    until the server has read its reset): one socket per client, no leak."""
+    deadline = time.monotonic() + timeout
+    while (count := (await asyncio.to_thread(healthz, port))["connections"]) != n:
+        assert time.monotonic() < deadline, f"{count} connections, expected {n}"
+        await asyncio.sleep(0.1)  # polling the server's own count, which has no event to wait on
 
 
 async def all_back(c: Ceremony, timeout: float = 30) -> float:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ceremony import ceremony, check_controls, check_state, healthz
+from ceremony import ceremony, check_controls, check_state, connections_settle_at
 from support import ServerProcess
 
 from collective_sync.netem import Impairment, ImpairProxy
@@ -62,7 +62,7 @@ async def test_a_thousand_forced_disconnects_lose_nothing(tmp_path: Path) -> Non
         assert len(resumed) >= CUTS // 2  # the cuts really cut (some hit a client mid-rejoin)
         assert same == len(resumed)  # within the grace period every client came back as itself
         assert [s.me for s in c.sessions] == c.ids
-        assert (await asyncio.to_thread(healthz, server.port))["connections"] == CLIENTS
+        await connections_settle_at(server.port, CLIENTS)
     finally:
         await c.close()
         await proxy.close()

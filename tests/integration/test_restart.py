@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from ceremony import all_back, ceremony, check_controls, check_state, healthz
+from ceremony import all_back, ceremony, check_controls, check_state, connections_settle_at
 from support import ServerProcess
 
 from collective_sync.client import Client
@@ -37,7 +37,7 @@ async def test_a_ceremony_survives_a_restart(tmp_path: Path, how: str) -> None:
             assert s.me == pid, "came back as someone else"
             assert s.leader == c.ids[0], "the leader lost the lead"
             assert (s.epoch == c.epoch) is (how == "sigterm")  # a crash says what it lost
-        assert (await asyncio.to_thread(healthz, server.port))["connections"] == len(c.clients)
+        await connections_settle_at(server.port, len(c.clients))
         await c.until_acked(before + 30)
         await c.finish()
         check_controls(c, exact=how == "sigterm")

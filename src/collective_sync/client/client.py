@@ -531,6 +531,7 @@ class Client:
             session.changed.notify()
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            self._reconnect_task.add_done_callback(lambda _: self.changed.notify())  # `ready` now
 
     def _let_go(self, why: ConnectionClosed) -> None:
         """Forget the current socket (closing it if still open): its late callbacks are ignored,
