@@ -279,44 +279,35 @@ class Client:
                 continue
             old_epoch = session.epoch
             me = session.participants.get(session.me)
-            name = me.name if me is not None else session.name
-            role: JoinRole = "observer" if session.role == "observer" else "participant"
-            meta = dict(me.meta) if me is not None else {}
-            same = True
-            try:
-                await self.request(
-                    Join(
-                        session=session.id,
-                        name=name,
-                        role=role,
-                        meta=meta,
-                        resume=session.token,
-                        last_seq=session.seq,
-                    )
-                )
-            except ServerError as exc:
-                if exc.code == "resume_failed":  # grace period over: come back as someone new
-                    same = False  # ... who still gets every control it missed (lastSeq)
-                    try:
-                        await self.request(
-                            Join(session=session.id, name=name, role=role, meta=meta, last_seq=session.seq)
-                        )
-                    except ServerError as again:
-                        exc = again
-                    else:
-                        exc = None  # type: ignore[assignment]
-                if exc is not None:
-                    self.sessions.pop(session.id, None)
-                    session.end(exc.code, exc.message)
-                    self._emit("ended", session=session.id, code=exc.code, reason=exc.message)
-                    continue
-            self._emit(
-                "resumed",
+            join = Join(
                 session=session.id,
-                same=same,
-                epoch_changed=session.epoch != old_epoch,
-                you=session.me,
+                name=me.name if me is not None else session.name,
+                role="observer" if session.role == "observer" else "participant",
+                meta=dict(me.meta) if me is not None else {},
+                resume=session.token,
+                last_seq=session.seq,  # every control missed, resumed or not
             )
+            try:
+                same = await self._rejoin(join)
+            except ServerError as exc:  # gone (ended, unknown) or refused: no more retries
+                self.sessions.pop(session.id, None)
+                session.end(exc.code, exc.message)
+                self._emit("ended", session=session.id, code=exc.code, reason=exc.message)
+                continue
+            epoch_changed = session.epoch != old_epoch
+            self._emit("resumed", session=session.id, same=same, epoch_changed=epoch_changed, you=session.me)
+
+    async def _rejoin(self, join: Join) -> bool:
+        """Resume; if the grace period is over, join afresh as someone new. True: the same one."""
+        try:
+            await self.request(join)
+            return True
+        except ServerError as exc:
+            if exc.code != "resume_failed":
+                raise
+        join.resume = None
+        await self.request(join)
+        return False
 
     # --- time ------------------------------------------------------------------------------
 

@@ -171,7 +171,6 @@ class Node:
         self.stopping = True
         for session in self.sessions.values():
             session.all_dropped(now)
-            session.state_dirty = True
             self._persist(session)
             self._snapshot(session, now)
         self.store.commit()
@@ -455,10 +454,7 @@ class Node:
     def _state_set(self, conn: Connection, msg: StateSet, now: float) -> None:
         session, pid = self._member(conn, msg.session)
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
-        if session.state_dirty:
-            session.state_dirty = False
-            if not self.store.immediate:
-                self._snapshot_due[session.id] = None
+        self._note_state(session)
         self._ack(conn, msg.rid)
 
     def _time(self, conn: Connection, msg: TimeRequest, t1: float) -> None:
@@ -526,14 +522,12 @@ class Node:
     def _persist(self, session: Session) -> int:
         """Hand what the session's rules changed to the store (written at the end of the turn);
         returns the ticket of the last write (0: nothing written)."""
+        self._note_state(session)
         if self.store.immediate:
-            session.state_dirty = session.record_dirty = False
+            session.record_dirty = False
             session.dirty.clear()
             session.gone.clear()
             return 0
-        if session.state_dirty:
-            session.state_dirty = False
-            self._snapshot_due[session.id] = None
         if not (session.record_dirty or session.dirty or session.gone):
             return 0
         store, sid = self.store, session.id
@@ -549,6 +543,13 @@ class Node:
         session.dirty.clear()
         self._commit_soon()
         return ticket
+
+    def _note_state(self, session: Session) -> None:
+        """The session's state changed: its snapshot is due (written by the tick, throttled)."""
+        if session.state_dirty:
+            session.state_dirty = False
+            if not self.store.immediate:
+                self._snapshot_due[session.id] = None
 
     def _snapshot(self, session: Session, now: float) -> None:
         self._snapshot_due.pop(session.id, None)
