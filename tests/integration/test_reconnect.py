@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from support import make_config
 
-from collective_sync.client import Client
+from collective_sync.client import Client, Session
 from collective_sync.client.backoff import CAP, backoff_delay
 from collective_sync.protocol.errors import CloseCode
 from collective_sync.protocol.messages import ControlOut
@@ -29,6 +29,18 @@ def close_all(server, code: CloseCode = CloseCode.GOING_AWAY) -> None:  # type: 
     server.server.node.close_all(code, "server restarting; reconnect and resume")
 
 
+async def leader_and_follower(connect) -> tuple[Client, Client, Session, Session]:  # type: ignore[no-untyped-def]
+    lead, follower = await connect(), await connect()
+    s = await lead.create("Lea")
+    return lead, follower, s, await follower.join(s.id, "Fin")
+
+
+def drop(server, client: Client) -> None:  # type: ignore[no-untyped-def]
+    """The server closes this one client's connection (1001), as a restart would."""
+    node = server.server.node
+    node._close(node.conns[client.welcome.conn], CloseCode.GOING_AWAY, "restarting")
+
+
 def test_backoff_is_bounded_and_jittered() -> None:
     assert [backoff_delay(n, 0.0) for n in range(3)] == [0.125, 0.25, 0.5]
     assert [backoff_delay(n, 1.0) for n in range(3)] == [0.25, 0.5, 1.0]
@@ -36,10 +48,7 @@ def test_backoff_is_bounded_and_jittered() -> None:
 
 
 async def test_resumes_as_the_same_participant_with_one_socket(server, connect) -> None:
-    lead = await connect()
-    follower = await connect()
-    s = await lead.create("Lea")
-    f = await follower.join(s.id, "Fin")
+    lead, follower, s, f = await leader_and_follower(connect)
     me, token = f.me, f.token
     node = server.server.node
     for round_ in range(3):
@@ -76,7 +85,7 @@ async def test_after_the_grace_period_it_rejoins_afresh_and_misses_no_control(se
     w = await watcher.join(s.id, "Obs", role="observer")
     old = w.me
     node = server.server.node
-    node._close(node.conns[watcher.welcome.conn], CloseCode.GOING_AWAY, "restarting")
+    drop(server, watcher)
     await lead.wait_for(lambda c: old not in s.participants, 10)  # its grace period is over
     seqs = [await s.control("step", {"i": i}) for i in range(3)]  # sent while it is away
     await watcher.wait_for(lambda c: "resumed" in kinds(c), 15)
@@ -90,13 +99,10 @@ async def test_after_the_grace_period_it_rejoins_afresh_and_misses_no_control(se
 
 
 async def test_a_session_gone_while_away_ends_and_is_not_retried(server, connect) -> None:
-    lead = await connect()
-    follower = await connect()
-    s = await lead.create("Lea")
-    f = await follower.join(s.id, "Fin")
+    lead, follower, s, f = await leader_and_follower(connect)
     node = server.server.node
     await lead.close()
-    node._close(node.conns[follower.welcome.conn], CloseCode.GOING_AWAY, "restarting")
+    drop(server, follower)
     node._end(node.sessions[s.id], node.clock(), "ended by its host")  # while the follower is away
     await follower.wait_for(lambda c: "ended" in kinds(c), 10)
     (ev,) = [e.detail for e in follower.connection_events if e.kind == "ended"]
@@ -133,13 +139,9 @@ async def test_a_close_a_retry_cannot_fix_is_final(server, connect, code: CloseC
 
 
 async def test_leaving_while_disconnected_is_not_undone_by_the_reconnect(server, connect) -> None:
-    lead = await connect()
-    follower = await connect()
-    s = await lead.create("Lea")
-    f = await follower.join(s.id, "Fin")
-    node = server.server.node
+    lead, follower, s, f = await leader_and_follower(connect)
     server.config.session.grace_period = 0.5
-    node._close(node.conns[follower.welcome.conn], CloseCode.GOING_AWAY, "restarting")
+    drop(server, follower)
     await follower.wait_for(lambda c: c.state != "open", 5)
     await f.leave()  # offline: only forgotten here
     assert f.left and s.id not in follower.sessions
