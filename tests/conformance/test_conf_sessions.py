@@ -406,3 +406,29 @@ async def test_session_messages_stay_in_the_session(server) -> None:
     await take(lea, "leader", reason="failover")
     assert [m for m in await barrier(outsider) if m.get("session") == sid] == []
     assert all(m.get("session") in (None, other_sid) for m in outsider.pending)
+
+
+async def test_joined_carries_the_servers_epoch(server) -> None:
+    """`epoch` (Durability): a string, the same for every join on one run of the server."""
+    lea = await Raw.open(server.url)
+    created = await lea.request({"type": "create", "name": "Lea"}, rid=1)
+    _pat, joined = await member(server.url, created["session"])
+    assert isinstance(created["epoch"], str) and created["epoch"]
+    assert joined["epoch"] == created["epoch"]
+
+
+async def test_a_resume_from_a_second_connection_tells_the_first(server) -> None:
+    """`left` with `reason: "replaced"`, unsolicited (no `rid`), goes to the connection the
+    participant moved away from; that connection is no longer in the session."""
+    _lea, sid, _ = await session_with(server.url)
+    first, joined = await member(server.url, sid)
+    second = await Raw.open(server.url)
+    moved = await second.request(
+        {"type": "join", "session": sid, "name": "x", "resume": joined["token"]}, rid=2
+    )
+    assert (moved["type"], moved["you"], moved["token"]) == ("joined", joined["you"], joined["token"])
+    left = await take(first, "left", session=sid)
+    assert left.get("reason") == "replaced" and "rid" not in left
+    err = await reply(first, {"type": "meta", "session": sid, "meta": {"a": 1}}, rid=3)
+    assert (err["type"], err["code"]) == ("error", "not_in_session")
+    assert ids((await snapshot(server.url, sid))["participants"]).count(joined["you"]) == 1
