@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from .auth import AuthConfig
 from .server.config import ServerConfig
 
 
@@ -53,6 +54,35 @@ def main(argv: list[str] | None = None) -> None:
         default=d.session.restart_grace,
         help="seconds participants connected at shutdown have to resume after a restart",
     )
+    auth = serve.add_argument_group("identity (JWTs from the app's Supabase Auth)")
+    auth.add_argument(
+        "--auth-jwt-secret",
+        default=os.environ.get("COLLECTIVE_SYNC_JWT_SECRET"),
+        help="HS256 shared secret (Supabase's legacy JWT secret); better: $COLLECTIVE_SYNC_JWT_SECRET",
+    )
+    auth.add_argument(
+        "--auth-jwks-url", help="JWKS URL of the signing keys (RS256/ES256), refreshed on unknown kid"
+    )
+    auth.add_argument("--auth-jwks-file", help="JWKS file of the signing keys")
+    auth.add_argument("--auth-audience", help="required `aud` (Supabase: authenticated)")
+    auth.add_argument(
+        "--auth-issuer", help="required `iss` (Supabase: https://<project>.supabase.co/auth/v1)"
+    )
+    auth.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="accept anonymous users on a non-loopback --host (without it and without auth: refuse to start)",
+    )
+    serve.add_argument(
+        "--allowed-origins",
+        default="",
+        help="comma-separated browser origins (besides its own) that may open a WebSocket; * for any",
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=os.environ.get("COLLECTIVE_SYNC_METRICS_TOKEN"),
+        help="bearer token for /metrics (else open on loopback only); or $COLLECTIVE_SYNC_METRICS_TOKEN",
+    )
     serve.add_argument("--log-level", default="INFO")
     imp = sub.add_parser("impair", help="loopback proxy adding delay, jitter, loss, reordering")
     imp.add_argument("--target", required=True, help="HOST:PORT to forward to (loopback only)")
@@ -95,6 +125,16 @@ def main(argv: list[str] | None = None) -> None:
             session_ttl=args.session_ttl,
             data_dir=None if args.memory else args.data_dir,
             sync=args.sync,
+            auth=AuthConfig(
+                secret=args.auth_jwt_secret or None,
+                jwks_url=args.auth_jwks_url,
+                jwks_file=args.auth_jwks_file,
+                audience=args.auth_audience,
+                issuer=args.auth_issuer,
+            ),
+            allow_anonymous=args.allow_anonymous,
+            allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
+            metrics_token=args.metrics_token or None,
         )
         config.session.grace_period = args.grace
         config.session.restart_grace = args.restart_grace

@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     INVALID_TARGET = "invalid_target"  # handover to someone who cannot lead
     RESUME_FAILED = "resume_failed"  # resume token unknown or expired
     SESSION_ENDED = "session_ended"  # join/resume of a session that has ended (stop retrying)
+    UNAUTHORIZED = "unauthorized"  # no valid token (auth required), or a token that is refused
+    TOKEN_EXPIRED = "token_expired"  # the token's `exp` has passed: get a fresh one
 
 
 class CloseCode(IntEnum):
@@ -41,7 +43,9 @@ class CloseCode(IntEnum):
     PROTOCOL_ERROR = 1002  # broken WebSocket framing (e.g. a continuation frame out of place)
     POLICY_VIOLATION = 1008  # persistent flooding after rate-limit errors
     MESSAGE_TOO_BIG = 1009  # frame far above the limit (beyond what we read to reply)
+    UNAUTHORIZED = 4001  # auth required and no valid token in time: connect again with one
     SLOW_CONSUMER = 4002  # reliable backlog exceeded its bound; reconnect and resume
+    TOKEN_EXPIRED = 4003  # the connection's token expired without a refresh: reconnect with a new one
 
 
 class ProtocolError(Exception):

@@ -141,9 +141,16 @@ class TimeRequest(_Msg, tag="time"):
     t0: float
 
 
-ClientMessage = Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest
+class Auth(_Msg, tag="auth"):
+    """A JWT: first on a connection where auth is required, and again to refresh it."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+    rid: Rid | None = None
+
+
+ClientMessage = Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest | Auth
 CLIENT_TYPES: frozenset[str] = frozenset(
-    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time"}
+    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time", "auth"}
 )
 
 
@@ -162,6 +169,7 @@ class Welcome(_Msg, tag="welcome"):
     conn: str
     time: float
     limits: Limits
+    auth: bool = False  # a JWT (`auth` message) is required before anything else but `time`
 
 
 class ParticipantInfo(msgspec.Struct, rename="camel", omit_defaults=True):

@@ -7,8 +7,10 @@ import contextlib
 import logging
 import signal
 import sys
+import urllib.request
 from collections.abc import Callable
 
+from ..auth import Verifier
 from .clock import ServerClock
 from .config import ServerConfig
 from .http import HttpApi
@@ -20,6 +22,28 @@ from .ws import WS_PATH, WsServer
 log = logging.getLogger("collective_sync")
 
 
+class UnsafeDefault(RuntimeError):
+    """Anonymous access asked for beyond loopback without saying so."""
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # the operator's JWKS URL
+        return resp.read()
+
+
+def _verifier(config: ServerConfig) -> Verifier | None:
+    """The JWT verifier, or None for anonymous use, which is the default only on loopback: bound
+    to any other address the server refuses to start unless told `allow_anonymous`."""
+    if config.auth.enabled:
+        return Verifier(config.auth, _fetch)
+    if not config.loopback and not config.allow_anonymous:
+        raise UnsafeDefault(
+            f"listening on {config.host} with no authentication: configure --auth-jwt-secret or "
+            "--auth-jwks-url/--auth-jwks-file, or pass --allow-anonymous to accept anyone"
+        )
+    return None
+
+
 async def start(config: ServerConfig) -> tuple[WsServer, int]:
     """Build a node on the in-memory backplane and its store (SQLite under `data_dir`, or
     memory), restore what the store kept, and start serving; returns the bound port."""
@@ -29,7 +53,16 @@ async def start(config: ServerConfig) -> tuple[WsServer, int]:
         store = MemoryStore()
     else:
         store = SqliteStore(config.data_dir, clock, config.sync, config.ended_retention)
-    node = Node(config, clock, store=store)
+    verifier = _verifier(config)
+    node = Node(config, clock, store=store, verifier=verifier)
+    if verifier is not None:
+        loop = asyncio.get_running_loop()
+
+        def refresh_keys(then: Callable[[], None]) -> None:
+            task = loop.create_task(asyncio.to_thread(verifier.refresh))
+            task.add_done_callback(lambda _: then())
+
+        node.refresh_keys = refresh_keys
     node.restore()
     server = WsServer(node, HttpApi(node))
     port = await server.start(config.host, config.port)
@@ -70,5 +103,8 @@ def run(config: ServerConfig) -> None:
         runner(serve(config))
     except StoreLocked as exc:
         print(f"collective-sync: {exc} (stop it first, or give another --data-dir)", file=sys.stderr)
+        sys.exit(2)
+    except UnsafeDefault as exc:
+        print(f"collective-sync: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.stdout.flush()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..auth.verifier import AuthConfig
 from .session import SessionLimits
 
 
@@ -33,3 +34,13 @@ class ServerConfig:
     max_ended_remembered: int = 100_000  # ended session ids answered with `session_ended`
     ended_retention: float = 24 * 3600.0  # ... for this long
     shutdown_timeout: float = 5.0  # SIGTERM to exit, at most
+    auth: AuthConfig = field(default_factory=AuthConfig)  # nothing configured: anonymous
+    allow_anonymous: bool = False  # anonymous use when listening beyond loopback (else refuse to start)
+    auth_timeout: float = 10.0  # seconds a connection may stay without a valid token (auth required)
+    # Browser origins allowed to open a WebSocket besides the server's own (CSWSH); "*": any.
+    allowed_origins: tuple[str, ...] = ()
+    metrics_token: str | None = None  # bearer token for /metrics (required beyond loopback)
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")

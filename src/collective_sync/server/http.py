@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -65,7 +66,7 @@ class HttpApi:
         self.registry = make_registry(node)
         self.static = StaticFiles()
 
-    def handle(self, path: str, query: str) -> HttpResponse:
+    def handle(self, path: str, query: str, authorization: str | None = None) -> HttpResponse:
         t1 = self.node.clock()
         if path == "/healthz":
             return _json(
@@ -73,6 +74,9 @@ class HttpApi:
                 {"status": "ok", "sessions": len(self.node.sessions), "connections": len(self.node.conns)},
             )
         if path == "/metrics":
+            refused = self._metrics_refused(authorization)
+            if refused is not None:
+                return refused
             return HttpResponse(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
         if path == "/api/sessions":
             return _json(200, {"sessions": self._public_sessions()})
@@ -82,6 +86,20 @@ class HttpApi:
         if static is not None:
             return HttpResponse(200, static[0], static[1])
         return _json(404, {"error": "not_found", "message": f"no resource at {path}"})
+
+    def _metrics_refused(self, authorization: str | None) -> HttpResponse | None:
+        """/metrics takes `Authorization: Bearer <--metrics-token>` when one is set; without one
+        it is open only on a loopback listener (what it tells is for operators)."""
+        config = self.node.config
+        expected = config.metrics_token
+        if expected is None:
+            if config.loopback:
+                return None
+            return _json(403, {"error": "forbidden", "message": "set --metrics-token to read metrics"})
+        given = (authorization or "").removeprefix("Bearer ").strip().encode()
+        if not secrets.compare_digest(given, expected.encode()):
+            return _json(401, {"error": "unauthorized", "message": "metrics need Authorization: Bearer"})
+        return None
 
     def _public_sessions(self) -> list[_SessionInfo]:
         out = []

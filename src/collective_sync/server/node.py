@@ -19,10 +19,12 @@ from typing import Any, Protocol
 import msgspec
 
 from .. import __version__
+from ..auth import Identity, UnknownKey, Verifier
 from ..protocol.codec import decode_client, encode, join_frame, too_large
 from ..protocol.errors import CloseCode, ErrorCode, ProtocolError
 from ..protocol.messages import (
     Ack,
+    Auth,
     Control,
     Create,
     Error,
@@ -59,10 +61,25 @@ class FrameSink(Protocol):
 class Connection:
     """Core-side state of one client connection (any transport)."""
 
-    __slots__ = ("bucket", "closing", "dirty", "id", "outbox", "sessions", "sink", "told_rate_limited")
+    __slots__ = (
+        "bucket",
+        "closing",
+        "dirty",
+        "id",
+        "identity",
+        "opened_at",
+        "outbox",
+        "sessions",
+        "sink",
+        "told_rate_limited",
+    )
 
-    def __init__(self, cid: str, sink: FrameSink, bucket: TokenBucket, outbox: Outbox):
+    def __init__(
+        self, cid: str, sink: FrameSink, bucket: TokenBucket, outbox: Outbox, opened_at: float = 0.0
+    ):
         self.id = cid
+        self.identity: Identity | None = None  # the verified user, once an `auth` was accepted
+        self.opened_at = opened_at
         self.sink = sink
         self.bucket = bucket
         self.outbox = outbox
@@ -104,12 +121,17 @@ class Node:
         backplane: Backplane | None = None,
         schedule_flush: Callable[[], None] | None = None,
         store: Store | None = None,
+        verifier: Verifier | None = None,
     ):
         self.config = config
         self.clock = clock
         self.backplane: Backplane = backplane or InMemoryBackplane()
         self.store: Store = store or MemoryStore()
         self.store.on_durable = self._durable
+        self.verifier = verifier  # None: anonymous (no tokens); else every connection must auth
+        # Fetch the key set again (I/O, in a thread), then call back on the loop; set by the app.
+        self.refresh_keys: Callable[[Callable[[], None]], None] | None = None
+        self._auth_checked_at = 0.0
         self.epoch = self.store.epoch
         self.stopping = False
         # Sessions that really ended, so a late resume hears "ended", not "not found".
@@ -139,6 +161,7 @@ class Node:
             Handover: self._handover,
             Control: self._control,
             StateSet: self._state_set,
+            Auth: self._auth,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -190,9 +213,13 @@ class Node:
             sink,
             TokenBucket(self.config.rate_per_second, self.config.burst, now),
             Outbox(self.config.max_backlog_bytes),
+            now,
         )
         self.conns[cid] = conn
-        self._private(conn, Welcome(server=__version__, conn=cid, time=now, limits=self._limits))
+        welcome = Welcome(
+            server=__version__, conn=cid, time=now, limits=self._limits, auth=self.verifier is not None
+        )
+        self._private(conn, welcome)
         return conn
 
     def receive(self, conn: Connection, data: bytes) -> None:
@@ -217,6 +244,8 @@ class Node:
             self._time(conn, msg, now)
             return
         try:
+            if self.verifier is not None and conn.identity is None and type(msg) is not Auth:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first: send `auth` with a token")
             self._handlers[type(msg)](conn, msg, now)
         except ProtocolError as exc:
             exc.rid = msg.rid  # type: ignore[union-attr]
@@ -268,6 +297,9 @@ class Node:
         if self.stopping:
             return
         now = self.clock()
+        if self.verifier is not None and now - self._auth_checked_at >= 0.5:
+            self._auth_checked_at = now
+            self._check_tokens(now)
         for sid in list(self._watch):
             session = self.sessions.get(sid)
             if session is None:
@@ -335,7 +367,8 @@ class Node:
         session = Session(sid, settings, now, self.config.session)
         self.ended.pop(sid, None)  # an ended session's id may be used again
         self._add_session(session)
-        p, token, outs = session.add(msg.name, "participant", msg.meta, conn.id, now)
+        name, user = self._who(conn, msg.name)
+        p, token, outs = session.add(name, "participant", msg.meta, conn.id, now, user)
         log.info("session %s created by %s (public=%s)", sid, conn.id, settings.public)
         self._enter(conn, session, p, token, msg.rid, outs, None)
 
@@ -353,14 +386,15 @@ class Node:
         self._check_meta(msg.meta)
         if msg.resume is not None:
             previous = {p.id: p.conn for p in session.participants.values()}
-            p, outs = session.resume(msg.resume, conn.id)
+            p, outs = session.resume(msg.resume, conn.id, self._who(conn, msg.name)[1])
             token = msg.resume
             old = self.conns.get(previous[p.id] or "")
             if old is not None and old is not conn:  # e.g. a duplicated browser tab: tell the first
                 old.sessions.pop(session.id, None)
                 self._private(old, Left(session=session.id, reason="replaced"))
         else:
-            p, token, outs = session.add(msg.name, msg.role, msg.meta, conn.id, now)
+            name, user = self._who(conn, msg.name)
+            p, token, outs = session.add(name, msg.role, msg.meta, conn.id, now, user)
         self._enter(conn, session, p, token, msg.rid, outs, msg.last_seq)
 
     def _enter(
@@ -457,12 +491,57 @@ class Node:
         self._note_state(session)
         self._ack(conn, msg.rid)
 
+    def _auth(self, conn: Connection, msg: Auth, now: float, retried: bool = False) -> None:
+        """Verify a token and bind its user to this connection; a later `auth` refreshes it (same
+        user only). A token signed by a key not yet known: fetch the key set once, then retry."""
+        if self.verifier is None:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "this server takes no tokens (anonymous mode)")
+        try:
+            identity = self.verifier.verify(msg.token)
+        except UnknownKey as exc:
+            if retried or self.refresh_keys is None or not self.verifier.can_refresh():
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, f"unknown signing key {exc}") from None
+            self.refresh_keys(lambda: self._auth_again(conn, msg))
+            return
+        if conn.identity is not None and identity.user != conn.identity.user:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a connection's user cannot change; connect anew")
+        conn.identity = identity
+        self._ack(conn, msg.rid)
+
+    def _auth_again(self, conn: Connection, msg: Auth) -> None:
+        if conn.closing:
+            return
+        try:
+            self._auth(conn, msg, self.clock(), retried=True)
+        except ProtocolError as exc:
+            exc.rid = msg.rid
+            self._refuse(conn, exc)
+
+    def _check_tokens(self, now: float) -> None:
+        """Close connections whose token expired (4003) or that never sent one (4001)."""
+        deadline = now - self.config.auth_timeout
+        for conn in list(self.conns.values()):
+            who = conn.identity
+            if who is None:
+                if conn.opened_at < deadline:
+                    self._close(conn, CloseCode.UNAUTHORIZED, "authentication required: send `auth` first")
+            elif who.expires is not None and who.expires <= now:
+                self._close(conn, CloseCode.TOKEN_EXPIRED, "token expired; refresh it before it does")
+
     def _time(self, conn: Connection, msg: TimeRequest, t1: float) -> None:
         """Answered at once, outside the per-turn batch, so t2 is close to the real send time."""
         conn.sink.send_frame(encode(TimeReply(t0=msg.t0, t1=t1, t2=self.clock())))
         self.stats.frames_out += 1
 
     # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _who(conn: Connection, name: str) -> tuple[str, str | None]:
+        """Display name and user of a new participant: a verified name claim wins."""
+        who = conn.identity
+        if who is None:
+            return name, None
+        return (who.name or name)[:64], who.user
 
     def _member(self, conn: Connection, sid: str) -> tuple[Session, str]:
         pid = conn.sessions.get(sid)

@@ -55,6 +55,7 @@ class Participant:
     conn: str | None  # connection id while connected, None during the grace period
     dropped_at: float | None = None
     grace_until: float | None = None  # leaves then unless it resumes
+    user: str | None = None  # the verified user it belongs to (None: anonymous)
 
     def record(self) -> ParticipantRecord:
         return ParticipantRecord(
@@ -67,6 +68,7 @@ class Participant:
             self.token_hash,
             self.dropped_at,
             self.grace_until,
+            self.user,
         )
 
     def info(self) -> ParticipantInfo:
@@ -143,7 +145,17 @@ class Session:
             else:
                 grace_until = now + max(0.0, r.grace_until - stopped)
             p = Participant(
-                r.id, r.name, r.role, r.meta, r.joined_at, r.order, r.token_hash, None, now, grace_until
+                r.id,
+                r.name,
+                r.role,
+                r.meta,
+                r.joined_at,
+                r.order,
+                r.token_hash,
+                None,
+                now,
+                grace_until,
+                r.user,
             )
             s.participants[p.id] = p
             s._tokens[p.token_hash] = p.id
@@ -166,6 +178,7 @@ class Session:
         meta: dict[str, Any],
         conn: str,
         now: float,
+        user: str | None = None,
     ) -> tuple[Participant, str, list[Out]]:
         """A new participant and its resume token; it leads if the session has no leader and it
         is not an observer."""
@@ -175,7 +188,9 @@ class Session:
         claim = role != "observer" and self.leader is None
         token = secrets.token_urlsafe(18)
         digest = hash_token(token)
-        p = Participant(pid, name, "leader" if claim else role, meta, now, self._order, digest, conn)
+        p = Participant(
+            pid, name, "leader" if claim else role, meta, now, self._order, digest, conn, user=user
+        )
         self.participants[pid] = p
         self._tokens[digest] = pid
         self.empty_since = None
@@ -188,13 +203,16 @@ class Session:
                 outs.append(Out(Leader(session=self.id, leader=pid, reason="claimed")))
         return p, token, outs
 
-    def resume(self, token: str, conn: str) -> tuple[Participant, list[Out]]:
+    def resume(self, token: str, conn: str, user: str | None = None) -> tuple[Participant, list[Out]]:
         """Re-attach a participant (same id, role, area) that dropped or moved connection.
 
-        Looked up by the token's hash: the server keeps no token it could leak."""
+        Looked up by the token's hash: the server keeps no token it could leak. A participant of
+        a verified user resumes only for that user (a stolen resume token is not enough)."""
         p = self.participants.get(self._tokens.get(hash_token(token), ""))
         if p is None:
             raise ProtocolError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
+        if p.user is not None and p.user != user:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "that participant belongs to another user")
         was_connected = p.conn is not None
         p.conn, p.dropped_at, p.grace_until = conn, None, None
         self.dirty.add(p.id)

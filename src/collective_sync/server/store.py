@@ -48,6 +48,7 @@ class ParticipantRecord(msgspec.Struct, forbid_unknown_fields=False):
     token_hash: str
     dropped_at: float | None = None  # when its connection dropped (None: connected)
     grace_until: float | None = None  # when it leaves unless it resumes
+    user: str | None = None  # the verified user (JWT `sub`) it belongs to; None: anonymous
 
 
 class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):

@@ -205,19 +205,38 @@ class WsServer:
         path, _, query = target.partition("?")
         if path == WS_PATH:
             if request.headers.get("upgrade", "").lower() == "websocket":
+                origin = request.headers.get("origin")
+                if not self._origin_allowed(origin, request.headers.get("host")):
+                    refusal = picows.WSUpgradeResponse.create_error_response(
+                        HTTPStatus.FORBIDDEN,
+                        b'{"error":"forbidden_origin","message":"this origin may not open a WebSocket here"}',
+                        {"Content-Type": "application/json", **BASE_HEADERS},
+                    )
+                    return picows.WSUpgradeResponseWithListener(refusal, None)
                 upgrade = picows.WSUpgradeResponse.create_101_response(BASE_HEADERS)
                 return picows.WSUpgradeResponseWithListener(upgrade, _Peer(self.node))
             refusal = picows.WSUpgradeResponse.create_error_response(
                 HTTPStatus.UPGRADE_REQUIRED, b"a WebSocket endpoint", {"Upgrade": "websocket", **BASE_HEADERS}
             )
             return picows.WSUpgradeResponseWithListener(refusal, None)
-        resp = self.http.handle(path, query)
+        resp = self.http.handle(path, query, request.headers.get("authorization"))
         headers = response_headers(resp)
         if resp.status == HTTPStatus.OK:
             response = picows.WSUpgradeResponse.create_ok_response(resp.body, headers)
         else:
             response = picows.WSUpgradeResponse.create_error_response(resp.status, resp.body, headers)
         return picows.WSUpgradeResponseWithListener(response, None)
+
+    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Cross-site WebSocket hijacking: a browser page on another site must not open a socket
+        here on its visitor's behalf. Allowed: no Origin (not a browser), this server's own
+        origin, or one listed in `allowed_origins` ("*": any)."""
+        if origin is None:
+            return True
+        allowed = self.node.config.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return host is not None and origin in (f"http://{host}", f"https://{host}")
 
     def _head(self, target: str) -> tuple[int, dict[str, str], int]:
         """HEAD: GET's status and headers, without the body."""
