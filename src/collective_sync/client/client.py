@@ -13,13 +13,16 @@ token and last control seq: same participant, no control missed. Its connection 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import inspect
 import itertools
+import json
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +33,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from ..protocol.codec import decode_server, encode_client
 from ..protocol.messages import (
     Ack,
+    Auth,
     ClientMessage,
     Create,
     Error,
@@ -58,6 +62,17 @@ FINAL_CLOSE_CODES = frozenset({1000, 1002, 1008, 1009})
 GONE_CODES = frozenset({"session_ended", "session_not_found"})
 
 ConnectionState = Literal["connecting", "open", "lost", "closed"]
+TokenSource = str | Callable[[], str | Awaitable[str]]  # a JWT, or what gives a fresh one
+
+
+def _expiry(token: str) -> float | None:
+    """The `exp` of a JWT, read without verifying (the server verifies): when to refresh."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +135,7 @@ class Client:
         url: str = "",
         reconnect: bool = True,
         discipline: bool = True,
+        token: TokenSource | None = None,
     ):
         self.clock = clock or steady_clock()  # injectable local clock (tests offset and skew it)
         self.request_timeout = request_timeout
@@ -131,6 +147,8 @@ class Client:
         self._lost: ConnectionClosed | None = None  # why the socket is gone, while reconnecting
         self._user_closed = False
         self._reconnect_task: asyncio.Task[None] | None = None
+        self.token_source: TokenSource | None = token
+        self._refresh_task: asyncio.Task[None] | None = None
         self.welcome: Welcome | None = None
         self.sessions: dict[str, Session] = {}
         self.errors: deque[Error] = deque(maxlen=1000)  # errors with no request or session
@@ -158,16 +176,22 @@ class Client:
         discipline: bool = True,
         lock_timeout: float = 3.0,
         reconnect: bool = True,
+        token: TokenSource | None = None,
     ) -> Client:
         """Open the connection and wait for `welcome`. With `discipline` (the default) a
         background task keeps exchanging time with the server (a burst now, then adaptively)
         and `connect` waits up to `lock_timeout` for the network clock to lock; on a path too
         noisy for that it returns anyway (`client.network.locked` tells, and it keeps trying).
         With `reconnect` (the default) a dropped connection is re-established and every session
-        resumed; the first connection is not retried (a wrong URL fails at once)."""
-        self = cls(clock, timeout, url, reconnect, discipline)
+        resumed; the first connection is not retried (a wrong URL fails at once). `token` is a
+        JWT, or a function (sync or async) giving a fresh one, for servers that require one."""
+        self = cls(clock, timeout, url, reconnect, discipline, token)
         self._closed = asyncio.get_running_loop().create_future()
-        await self._open(timeout)
+        try:
+            await self._open(timeout)
+        except ServerError as exc:
+            self._finish(ConnectionClosed(4001, str(exc)))
+            raise
         self._emit("open", reconnect=False)
         if discipline:
             with contextlib.suppress(TimeoutError):
@@ -175,14 +199,52 @@ class Client:
         return self
 
     async def _open(self, timeout: float) -> None:
-        """One socket: connect, wait for `welcome`, start probing time."""
+        """One socket: connect, wait for `welcome`, authenticate if the server asks, start
+        probing time. A refused token raises ServerError (and lets the socket go)."""
         self._welcome = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(timeout):
             await picows.ws_connect(lambda: _Listener(self), self.url)
             self.welcome = await self._welcome
         self.state, self._lost = "open", None
+        if self.welcome.auth:
+            try:
+                await self.refresh_token()
+            except ServerError as exc:
+                self._let_go(ConnectionClosed(4001, str(exc)))
+                raise
         if self.discipline:
             self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def refresh_token(self, token: str | None = None) -> None:
+        """Send a token (`token`, else a fresh one from the client's token source) over the live
+        connection: on connect, before the current one expires, and whenever the app has a new
+        one. A source that is a function is called again each time; refreshing is scheduled by
+        itself shortly before the token's `exp`."""
+        if token is None:
+            token = await self._token()
+        if token is None:
+            raise ServerError("unauthorized", "this server requires a token: Client.connect(url, token=...)")
+        await self.request(Auth(token=token))
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        expires = _expiry(token)
+        if expires is not None and callable(self.token_source):
+            delay = max(1.0, (expires - time.time()) * 0.9 - 5.0)  # well before it runs out
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_later(delay))
+
+    async def _refresh_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.refresh_token()
+        except (ServerError, ConnectionError, TimeoutError) as exc:
+            log.warning("token refresh failed: %s", exc)  # the server will close with 4003
+
+    async def _token(self) -> str | None:
+        source = self.token_source
+        if source is None or isinstance(source, str):
+            return source
+        value = source()
+        return await value if inspect.isawaitable(value) else value
 
     async def __aenter__(self) -> Client:
         return self
@@ -267,6 +329,9 @@ class Client:
                 await self._open(self.request_timeout)
                 self._emit("open", reconnect=True)
                 await self._rejoin_all()
+            except ServerError as exc:  # the token was refused: retrying cannot help
+                self._finish(ConnectionClosed(4001, str(exc)))
+                return
             except (OSError, TimeoutError, ConnectionClosed, picows.WSError) as exc:
                 log.debug("reconnect attempt %d failed: %r", attempt, exc)
                 self._let_go(ConnectionClosed(1006, f"reconnect failed: {exc!r}"))
@@ -429,6 +494,8 @@ class Client:
 
     async def close(self) -> None:
         self._user_closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         if self._probe_task is not None:

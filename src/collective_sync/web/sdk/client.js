@@ -35,6 +35,18 @@ const REJOIN_TIMEOUT = 5; // s for a rejoin's reply; then this socket is given u
 const SAVE_INTERVAL = 1000; // ms: at most one storage write a second as controls arrive
 const NO_RECONNECT = new Set([1002, 1008, 1009]); // the client broke a rule: retrying repeats it
 const GONE = new Set(['session_ended', 'session_not_found']);
+const AUTH_REFUSED = new Set(['unauthorized', 'token_expired', 'forbidden']);
+
+/** A JWT's `exp` (seconds), read without verifying (the server verifies): when to refresh. */
+function tokenExpiry(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4))).exp;
+    return Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
 const SESSION_KEY = 'collective-sync:session:';
 const NAME_KEY = 'collective-sync:name';
 
@@ -244,7 +256,8 @@ export class Client extends EventTarget {
    *   storage?: boolean}} [options]
    *   `clock` is the local clock (injectable); `playoutLead` hands changes out that many seconds
    *   before they are due (see Playout), for audio scheduling; `storage` keeps each session's
-   *   resume token in sessionStorage so that a reloaded page resumes (default true)
+   *   resume token in sessionStorage so that a reloaded page resumes (default true); `token` is
+   *   the app's JWT, or a function (may be async) giving a fresh one, for servers that require it
    */
   static async connect(url, options = {}) {
     const client = new Client(url, options);
@@ -268,9 +281,11 @@ export class Client extends EventTarget {
     } catch { /* a convenience only */ }
   }
 
-  constructor(url, { clock = browserClock, reconnect = true, playoutLead = 0, storage = true } = {}) {
+  constructor(url, { clock = browserClock, reconnect = true, playoutLead = 0, storage = true, token = null } = {}) {
     super();
     this.url = url;
+    this.tokenSource = token;
+    this.refreshTimer = null;
     this.clock = clock; // injectable: tests give pages offset and skewed clocks
     this.reconnect = reconnect;
     this.playoutLead = playoutLead;
@@ -326,10 +341,34 @@ export class Client extends EventTarget {
   /** Open the first connection (Client.connect does this); rejects if it cannot. */
   async open() {
     try {
-      await this.openSocket();
+      await this.openAuthenticated();
     } catch (err) {
       this.state = 'closed';
+      this.dropSocket('refused');
       throw err;
+    }
+  }
+
+  /** Open a socket; on a server that requires a token, authenticate before anything else. */
+  async openAuthenticated() {
+    await this.openSocket();
+    if (this.welcome?.auth) await this.refreshToken();
+  }
+
+  /**
+   * Send a token (`token`, else a fresh one from the `token` option) over the live connection:
+   * on connect, and again before it expires (scheduled by itself when the option is a function).
+   */
+  async refreshToken(token = null) {
+    const source = this.tokenSource;
+    token ??= typeof source === 'function' ? await source() : source;
+    if (!token) throw new ServerError('unauthorized', 'this server requires a token: Client.connect(url, {token})');
+    await this.request({ type: 'auth', token });
+    clearTimeout(this.refreshTimer);
+    const exp = tokenExpiry(token);
+    if (exp !== null && typeof source === 'function') {
+      const wait = Math.max(1, (exp - Date.now() / 1000) * 0.9 - 5); // well before it runs out
+      this.refreshTimer = setTimeout(() => this.refreshToken().catch(() => {}), wait * 1000);
     }
   }
 
@@ -419,6 +458,7 @@ export class Client extends EventTarget {
     this.closing = true;
     this.state = 'closed';
     clearTimeout(this.backoffTimer);
+    clearTimeout(this.refreshTimer);
     this.wake?.();
     if (this.lifecycle) {
       for (const ev of ['visibilitychange', 'resume', 'pageshow']) document.removeEventListener(ev, this.lifecycle);
@@ -510,11 +550,18 @@ export class Client extends EventTarget {
         this.wake = null;
         if (this.stopped) return;
         try {
-          await this.openSocket();
+          await this.openAuthenticated();
           await this.rejoinAll(before);
           return;
-        } catch {
+        } catch (err) {
           if (this.stopped) return;
+          if (err instanceof ServerError && AUTH_REFUSED.has(err.code)) {
+            // The token is refused: retrying cannot help. The app must connect with a new one.
+            this.dropSocket('token refused');
+            this.state = 'closed';
+            this.dispatchEvent(new CustomEvent('lost', { detail: { code: 4001, reason: err.message } }));
+            return;
+          }
           this.dropSocket('rejoin failed'); // a half-rejoined socket is not kept
         }
       }
