@@ -61,6 +61,7 @@ async def test_everything_comes_back_after_a_clean_close(tmp_path: Path) -> None
     assert (first.sessions, first.clean) == ([], True)
     durable = Durable(store)
     s, token, observer = _session()
+    s.host, s.host_user, s.locked, s.barred = s.leader, "user-ana", True, {"user-zed"}  # moderation
     _save(store, s)
     for i in range(5):
         out, _ = s.control(s.leader or "", "step", {"i": i}, None, T0 + 4)
@@ -82,6 +83,12 @@ async def test_everything_comes_back_after_a_clean_close(tmp_path: Path) -> None
         # The tombstone came back: an older write to the deleted path still loses.
         assert back.state.apply({"geometry.R": 9}, T0 + 2.5, "zz") == {}
         assert back.seq == back.released_seq == 5
+        assert (back.host, back.host_user, back.locked, back.barred) == (
+            s.leader,
+            "user-ana",
+            True,
+            {"user-zed"},
+        )
         p, _ = back.resume(token, "c9")  # the token works; only its hash was stored
         assert (p.id, p.role) == (s.leader, "leader")
         assert back.participants[observer].role == "observer"

@@ -62,6 +62,11 @@ FINAL_CLOSE_CODES = frozenset({1000, 1002, 1008, 1009})
 GONE_CODES = frozenset({"session_ended", "session_not_found"})
 
 ConnectionState = Literal["connecting", "open", "lost", "closed"]
+_LEFT_BECAUSE = {
+    "replaced": "this participant continues on another connection",
+    "removed": "the host removed you from this session",
+    "ended": "the host ended this session",
+}
 TokenSource = str | Callable[[], str | Awaitable[str]]  # a JWT, or what gives a fresh one
 
 
@@ -541,11 +546,11 @@ class Client:
                 joined = Session(self, msg)
                 self.sessions[joined.id] = joined
             self._resolve(rid, joined)
-        elif kind is Left and msg.reason == "replaced" and session in self.sessions:
-            # Resumed from another connection: this one is no longer in the session.
+        elif kind is Left and msg.reason is not None and session in self.sessions:
+            # Not asked for: resumed from another connection, removed by the host, or ended.
             gone = self.sessions.pop(session)
-            gone.end("replaced", "this participant continues on another connection")
-            self._emit("ended", session=session, code="replaced", reason=gone.ended[1] if gone.ended else "")
+            gone.end(msg.reason, _LEFT_BECAUSE[msg.reason])
+            self._emit("ended", session=session, code=msg.reason, reason=_LEFT_BECAUSE[msg.reason])
         elif kind is Left or kind is Ack:
             self._resolve(rid, msg)
         elif kind is Error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -18,6 +18,8 @@ from ..protocol.messages import (
     Joined,
     Leader,
     Leave,
+    Moderate,
+    Moderated,
     ParticipantInfo,
     PolaritySync,
     Presence,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 E = TypeVar("E")
 
 # What `events()` yields: the server's own message types, plus ConnectionClosed at the end.
-Event = Presence | Leader | ControlOut | StateOut | Error
+Event = Presence | Leader | ControlOut | StateOut | Error | Moderated
 
 
 class Session:
@@ -77,6 +79,8 @@ class Session:
         same_epoch = joined.epoch == self.epoch
         self.seq = max(self.seq, joined.seq) if same_epoch else joined.seq
         self.epoch = joined.epoch
+        self.host: str | None = joined.host  # the participant who moderates
+        self.locked = joined.locked
         me = self.participants.get(self.me)
         self.name = me.name if me is not None else ""
         self.playout.reseed(self.values)
@@ -148,6 +152,13 @@ class Session:
         body = msgspec.to_builtins(payload) if isinstance(payload, PolaritySync) else dict(payload)
         return await self.control("polarity_sync", body, at)
 
+    async def moderate(
+        self, action: Literal["remove", "lock", "unlock", "end"], target: str | None = None
+    ) -> None:
+        """The host's tools (`forbidden` for anyone else): `remove` a participant (its user may
+        not come back), `lock`/`unlock` the session against new joins, `end` it for everyone."""
+        await self.client.request(Moderate(session=self.id, action=action, target=target))
+
     async def update_meta(self, meta: Mapping[str, Any]) -> None:
         await self.client.request(UpdateMeta(session=self.id, meta=dict(meta)))
 
@@ -199,6 +210,8 @@ class Session:
                 self.participants.pop(pid, None)
         elif type(msg) is Leader:
             self.leader = msg.leader
+        elif type(msg) is Moderated and msg.action in ("lock", "unlock"):
+            self.locked = msg.action == "lock"
         elif type(msg) is ControlOut:
             self.seq = max(self.seq, msg.seq)
             self.playout.on_control(msg)

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     SESSION_ENDED = "session_ended"  # join/resume of a session that has ended (stop retrying)
     UNAUTHORIZED = "unauthorized"  # no valid token (auth required), or a token that is refused
     TOKEN_EXPIRED = "token_expired"  # the token's `exp` has passed: get a fresh one
+    SESSION_LOCKED = "session_locked"  # the host locked the session against new joins
 
 
 class CloseCode(IntEnum):

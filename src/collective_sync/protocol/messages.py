@@ -141,6 +141,15 @@ class TimeRequest(_Msg, tag="time"):
     t0: float
 
 
+class Moderate(_Msg, tag="moderate"):
+    """The host's tools: remove a participant (and bar its user), lock/unlock joins, end."""
+
+    session: SessionId
+    action: Literal["remove", "lock", "unlock", "end"]
+    target: ParticipantId | None = None  # for `remove`
+    rid: Rid | None = None
+
+
 class Auth(_Msg, tag="auth"):
     """A JWT: first on a connection where auth is required, and again to refresh it."""
 
@@ -148,9 +157,11 @@ class Auth(_Msg, tag="auth"):
     rid: Rid | None = None
 
 
-ClientMessage = Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest | Auth
+ClientMessage = (
+    Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest | Auth | Moderate
+)
 CLIENT_TYPES: frozenset[str] = frozenset(
-    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time", "auth"}
+    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time", "auth", "moderate"}
 )
 
 
@@ -199,13 +210,16 @@ class Joined(_Msg, tag="joined"):
     seq: int
     settings: SessionSettings
     epoch: str = ""  # changes when the server lost state (crash): trust the snapshot, not old `v`s
+    host: str | None = None  # the participant who created it (moderates)
+    locked: bool = False  # no new joins (resuming still works)
     rid: int | None = None
 
 
 class Left(_Msg, tag="left"):
     session: str
     rid: int | None = None
-    reason: Literal["replaced"] | None = None  # unsolicited: the participant resumed elsewhere
+    # Unsolicited: resumed from another connection, removed by the host, or the host ended it.
+    reason: Literal["replaced", "removed", "ended"] | None = None
 
 
 class Ack(_Msg, tag="ack"):
@@ -218,6 +232,15 @@ class Presence(_Msg, tag="presence"):
     joins: list[ParticipantInfo] = []
     leaves: list[str] = []
     updates: list[ParticipantInfo] = []
+
+
+class Moderated(_Msg, tag="moderated"):
+    """What the host did, told to everyone in the session."""
+
+    session: str
+    action: Literal["remove", "lock", "unlock", "end"]
+    by: str
+    target: str | None = None
 
 
 class Leader(_Msg, tag="leader"):
@@ -258,4 +281,6 @@ class Error(_Msg, tag="error"):
     session: str | None = None
 
 
-ServerMessage = Welcome | Joined | Left | Ack | Presence | Leader | ControlOut | StateOut | TimeReply | Error
+ServerMessage = (
+    Welcome | Joined | Left | Ack | Presence | Leader | ControlOut | StateOut | TimeReply | Error | Moderated
+)

@@ -34,6 +34,7 @@ from ..protocol.messages import (
     Leave,
     Left,
     Limits,
+    Moderate,
     StateOut,
     StateSet,
     TimeReply,
@@ -162,6 +163,7 @@ class Node:
             Control: self._control,
             StateSet: self._state_set,
             Auth: self._auth,
+            Moderate: self._moderate,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -369,6 +371,7 @@ class Node:
         self._add_session(session)
         name, user = self._who(conn, msg.name)
         p, token, outs = session.add(name, "participant", msg.meta, conn.id, now, user)
+        session.host, session.host_user = p.id, user
         log.info("session %s created by %s (public=%s)", sid, conn.id, settings.public)
         self._enter(conn, session, p, token, msg.rid, outs, None)
 
@@ -384,6 +387,7 @@ class Node:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
         self._check_room(conn)
         self._check_meta(msg.meta)
+        session.admit(self._who(conn, msg.name)[1], resuming=msg.resume is not None)
         if msg.resume is not None:
             previous = {p.id: p.conn for p in session.participants.values()}
             p, outs = session.resume(msg.resume, conn.id, self._who(conn, msg.name)[1])
@@ -430,6 +434,8 @@ class Node:
                     seq=session.released_seq,  # controls still waiting for the disk follow
                     settings=session.settings,
                     epoch=self.epoch,
+                    host=session.host,
+                    locked=session.locked,
                     rid=rid,
                 ),
             )
@@ -489,6 +495,38 @@ class Node:
         session, pid = self._member(conn, msg.session)
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
         self._note_state(session)
+        self._ack(conn, msg.rid)
+
+    def _moderate(self, conn: Connection, msg: Moderate, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        target = session.participants.get(msg.target or "")
+        victim = self.conns.get(target.conn or "") if target is not None else None
+        outs = session.moderate(pid, msg.action, msg.target, now)
+        sid = session.id
+        if msg.action == "end":
+            self._ack(conn, msg.rid)
+            self._send(session, [*outs, Out(Left(session=sid, reason="ended"))])
+            for p in session.participants.values():
+                member = self.conns.get(p.conn or "")
+                if member is not None:
+                    member.sessions.pop(sid, None)
+            self._end(session, now, "ended by its host")
+            return
+        self._publish(session, outs)
+        if msg.action == "remove":
+            if victim is not None:
+                victim.sessions.pop(sid, None)  # its requests fail from now on
+            gone = msg.target or ""
+
+            def let_go() -> None:  # no more deliveries, once its `left` went out
+                self.members.get(sid, {}).pop(gone, None)
+
+            if sid in self._held:
+                self._hold(session, 0, let_go)
+            else:
+                let_go()
+            self._watch.add(sid)
+        self._persist(session)
         self._ack(conn, msg.rid)
 
     def _auth(self, conn: Connection, msg: Auth, now: float, retried: bool = False) -> None:

@@ -22,6 +22,8 @@ from ..protocol.messages import (
     ControlOut,
     JoinRole,
     Leader,
+    Left,
+    Moderated,
     ParticipantInfo,
     Presence,
     Role,
@@ -111,6 +113,10 @@ class Session:
     record_dirty: bool = True  # settings, leader, join order, empty_since
     state_dirty: bool = False
     _tokens: dict[str, str] = field(default_factory=dict)  # token hash -> participant id
+    host: str | None = None  # the creator's participant id: it moderates
+    host_user: str | None = None  # the creator's verified user: host again on any rejoin
+    locked: bool = False  # no new joins (resumes still work)
+    barred: set[str] = field(default_factory=set)  # verified users the host removed
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
@@ -121,7 +127,16 @@ class Session:
 
     def record(self) -> SessionRecord:
         return SessionRecord(
-            self.id, self.settings, self.created_at, self.leader, self._order, self.empty_since
+            self.id,
+            self.settings,
+            self.created_at,
+            self.leader,
+            self._order,
+            self.empty_since,
+            self.host,
+            self.host_user,
+            self.locked,
+            sorted(self.barred),
         )
 
     @classmethod
@@ -134,6 +149,7 @@ class Session:
         rec = saved.record
         s = cls(rec.id, rec.settings, rec.created_at, limits)
         s.leader, s._order, s.empty_since = rec.leader, rec.order, rec.empty_since
+        s.host, s.host_user, s.locked, s.barred = rec.host, rec.host_user, rec.locked, set(rec.barred)
         s.seq = s.released_seq = saved.seq
         s.history.extend(saved.controls)
         if saved.state is not None:
@@ -276,6 +292,45 @@ class Session:
         ]
 
     # --- requests --------------------------------------------------------------------------
+
+    def admit(self, user: str | None, resuming: bool) -> None:
+        """May this user come in? A removed user never again; while locked, only those coming
+        back (resume) and the host's user."""
+        if user is not None and user in self.barred:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "you were removed from this session")
+        if self.locked and not resuming and (user is None or user != self.host_user):
+            raise ProtocolError(ErrorCode.SESSION_LOCKED, "the host locked this session")
+
+    def is_host(self, pid: str) -> bool:
+        p = self.participants.get(pid)
+        if p is None:
+            return False
+        return pid == self.host or (self.host_user is not None and p.user == self.host_user)
+
+    def moderate(self, pid: str, action: str, target: str | None, now: float) -> list[Out]:
+        """The host removes someone (its user barred), locks or unlocks the session; `end` is
+        only checked here (the node ends the session). Everyone is told (`moderated`)."""
+        if not self.is_host(pid):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the session's host may do this")
+        told = Out(Moderated(session=self.id, action=action, by=pid, target=target))  # type: ignore[arg-type]
+        if action == "remove":
+            victim = self.participants.get(target or "")
+            if victim is None or target == pid:
+                raise ProtocolError(
+                    ErrorCode.INVALID_TARGET, "remove needs another participant of this session"
+                )
+            if victim.user is not None:
+                self.barred.add(victim.user)
+            self.record_dirty = True
+            return [
+                Out(Left(session=self.id, reason="removed"), to=victim.id),
+                told,
+                *self.remove(victim.id, now),
+            ]
+        if action in ("lock", "unlock"):
+            self.locked = action == "lock"
+            self.record_dirty = True
+        return [told]
 
     def update_meta(self, pid: str, meta: dict[str, Any]) -> list[Out]:
         p = self.participants[pid]

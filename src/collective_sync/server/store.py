@@ -58,6 +58,10 @@ class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
     leader: str | None
     order: int  # join-order counter
     empty_since: float | None
+    host: str | None = None  # participant id of the creator
+    host_user: str | None = None  # ... and its verified user, who stays host on any rejoin
+    locked: bool = False
+    barred: list[str] = []  # users the host removed
 
 
 class RecoveredSession(msgspec.Struct):

@@ -36,6 +36,11 @@ const SAVE_INTERVAL = 1000; // ms: at most one storage write a second as control
 const NO_RECONNECT = new Set([1002, 1008, 1009]); // the client broke a rule: retrying repeats it
 const GONE = new Set(['session_ended', 'session_not_found']);
 const AUTH_REFUSED = new Set(['unauthorized', 'token_expired', 'forbidden']);
+const LEFT_BECAUSE = {
+  replaced: 'this participant continues on another connection',
+  removed: 'the host removed you from this session',
+  ended: 'the host ended this session',
+};
 
 /** A JWT's `exp` (seconds), read without verifying (the server verifies): when to refresh. */
 function tokenExpiry(token) {
@@ -102,6 +107,8 @@ export class Session extends EventTarget {
     this.token = joined.token;
     this.settings = joined.settings;
     this.leader = joined.leader;
+    this.host = joined.host ?? null; // the participant who moderates
+    this.locked = joined.locked ?? false;
     this.participants = new Map(joined.participants.map((p) => [p.id, p]));
     this.values = { ...joined.state.values };
     this.version = joined.state.v;
@@ -130,6 +137,12 @@ export class Session extends EventTarget {
   }
 
   polaritySync(payload, at = null) { return this.control('polarity_sync', payload, at); }
+  /** The host's tools: 'remove' (target: a participant id), 'lock', 'unlock', 'end'. */
+  moderate(action, target = null) {
+    const msg = { type: 'moderate', session: this.id, action };
+    if (target) msg.target = target;
+    return this.client.request(msg);
+  }
   updateMeta(meta) { return this.client.request({ type: 'meta', session: this.id, meta }); }
   handover(to) { return this.client.request({ type: 'handover', session: this.id, to }); }
 
@@ -162,6 +175,9 @@ export class Session extends EventTarget {
         break;
       case 'leader':
         this.leader = msg.leader;
+        break;
+      case 'moderated':
+        if (msg.action === 'lock' || msg.action === 'unlock') this.locked = msg.action === 'lock';
         break;
       case 'control':
         this.seq = Math.max(this.seq, msg.seq);
@@ -703,9 +719,10 @@ export class Client extends EventTarget {
         break;
       }
       case 'left':
-        // Unsolicited: this participant resumed from another connection (a duplicated tab).
-        if (msg.reason === 'replaced' && this.sessions.has(msg.session)) {
-          this.end(this.sessions.get(msg.session), 'replaced', 'this participant continues on another connection');
+        // Unsolicited: resumed from another connection (a duplicated tab), removed by the host,
+        // or the host ended the session.
+        if (msg.reason && this.sessions.has(msg.session)) {
+          this.end(this.sessions.get(msg.session), msg.reason, LEFT_BECAUSE[msg.reason] ?? msg.reason);
         } else this.settle(msg.rid, msg);
         break;
       case 'ack':
