@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("COLLECTIVE_SYNC_METRICS_TOKEN"),
         help="bearer token for /metrics (else open on loopback only); or $COLLECTIVE_SYNC_METRICS_TOKEN",
     )
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https:// directly")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--log-level", default="INFO")
     imp = sub.add_parser("impair", help="loopback proxy adding delay, jitter, loss, reordering")
     imp.add_argument("--target", required=True, help="HOST:PORT to forward to (loopback only)")
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
             allow_anonymous=args.allow_anonymous,
             allowed_origins=tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip()),
             metrics_token=args.metrics_token or None,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         config.session.grace_period = args.grace
         config.session.restart_grace = args.restart_grace

@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -153,6 +154,7 @@ class Client:
         self._user_closed = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self.token_source: TokenSource | None = token
+        self.ssl_context: ssl.SSLContext | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self.welcome: Welcome | None = None
         self.sessions: dict[str, Session] = {}
@@ -182,6 +184,7 @@ class Client:
         lock_timeout: float = 3.0,
         reconnect: bool = True,
         token: TokenSource | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Client:
         """Open the connection and wait for `welcome`. With `discipline` (the default) a
         background task keeps exchanging time with the server (a burst now, then adaptively)
@@ -191,6 +194,7 @@ class Client:
         resumed; the first connection is not retried (a wrong URL fails at once). `token` is a
         JWT, or a function (sync or async) giving a fresh one, for servers that require one."""
         self = cls(clock, timeout, url, reconnect, discipline, token)
+        self.ssl_context = ssl_context  # for wss:// with a private CA (default: the system's)
         self._closed = asyncio.get_running_loop().create_future()
         try:
             await self._open(timeout)
@@ -208,7 +212,7 @@ class Client:
         probing time. A refused token raises ServerError (and lets the socket go)."""
         self._welcome = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(timeout):
-            await picows.ws_connect(lambda: _Listener(self), self.url)
+            await picows.ws_connect(lambda: _Listener(self), self.url, ssl_context=self.ssl_context)
             self.welcome = await self._welcome
         self.state, self._lost = "open", None
         if self.welcome.auth:

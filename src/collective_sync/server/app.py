@@ -75,9 +75,10 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
     server, port = await start(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     where = f"data in {config.data_dir}" if config.data_dir is not None else "in memory only"
+    http, ws = ("https", "wss") if config.tls_cert is not None else ("http", "ws")
     print(
-        f"Collective Sync ({where}) listening on http://{host}:{port} (WebSocket ws://{host}:{port}{WS_PATH})\n"
-        f"Open http://{host}:{port}/ to start a session, and the invite link in another window to join.",
+        f"Collective Sync ({where}) listening on {http}://{host}:{port} (WebSocket {ws}://{host}:{port}{WS_PATH})\n"
+        f"Open {http}://{host}:{port}/ to start a session, and the invite link in another window to join.",
         flush=True,
     )
     if on_ready is not None:

@@ -40,6 +40,8 @@ class ServerConfig:
     # Browser origins allowed to open a WebSocket besides the server's own (CSWSH); "*": any.
     allowed_origins: tuple[str, ...] = ()
     metrics_token: str | None = None  # bearer token for /metrics (required beyond loopback)
+    tls_cert: str | None = None  # PEM certificate chain: serve wss:// and https:// directly
+    tls_key: str | None = None  # its PEM private key
 
     @property
     def loopback(self) -> bool:

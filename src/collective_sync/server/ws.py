@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from http import HTTPStatus
 
 import picows
@@ -168,12 +169,19 @@ class WsServer:
                 16 * 1024,
             )
 
+        tls = None
+        if config.tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
         self._server = await loop.create_server(
             lambda: RequestGate(
                 websocket, self._head, BASE_HEADERS, config.close_linger, config.handshake_timeout
             ),
             host,
             port,
+            ssl=tls,
+            ssl_handshake_timeout=config.handshake_timeout if tls is not None else None,
         )
         self._tick()
         return int(self._server.sockets[0].getsockname()[1])
