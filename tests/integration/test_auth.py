@@ -213,3 +213,32 @@ async def test_metrics_take_a_bearer_token_and_are_closed_beyond_loopback(server
     finally:
         node.config.host = "127.0.0.1"
     assert (await http(server.http, "/metrics")).status == 200
+
+
+async def test_limits_per_address_and_per_user(server) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    config = server.config
+    config.max_connections_per_ip, config.max_connections_per_user = 3, 2
+    config.user_rate_per_second, config.user_burst = 1.0, 4
+    raws = [await Raw.open(server.url) for _ in range(3)]
+    async with connect(server.url) as fourth:  # the address has 3 open: refused at once
+        with pytest.raises(ConnectionClosed) as closed:
+            await fourth.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4029
+    for k, raw in enumerate(raws):
+        reply = await raw.request({"type": "auth", "token": token("user-a")}, rid=1)
+        assert reply["type"] == ("ack" if k < 2 else "error"), reply
+    assert reply["code"] == "too_many_connections"
+    # The user's two connections share one budget: 4 messages, then rate_limited for both.
+    a, b = raws[0], raws[1]
+    for raw in (a, b, a, b):
+        assert (await raw.request({"type": "meta", "session": "none-such", "meta": {}}, rid=2))["code"] == (
+            "not_in_session"
+        )
+    await a.send({"type": "meta", "session": "none-such", "meta": {}, "rid": 3})
+    assert (await a.error())["code"] == "rate_limited"  # dropped unread: no rid to echo
+    await raws[2].close()  # a connection gone is counted out: a new one is let in
+    again = await Raw.open(server.url)
+    assert again.welcome["type"] == "welcome"

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # no valid token (auth required), or a token that is refused
     TOKEN_EXPIRED = "token_expired"  # the token's `exp` has passed: get a fresh one
     SESSION_LOCKED = "session_locked"  # the host locked the session against new joins
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # this user already has its maximum open
 
 
 class CloseCode(IntEnum):
@@ -47,6 +48,7 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4001  # auth required and no valid token in time: connect again with one
     SLOW_CONSUMER = 4002  # reliable backlog exceeded its bound; reconnect and resume
     TOKEN_EXPIRED = 4003  # the connection's token expired without a refresh: reconnect with a new one
+    TOO_MANY_CONNECTIONS = 4029  # this address already has its maximum of connections open
 
 
 class ProtocolError(Exception):

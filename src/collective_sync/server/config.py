@@ -40,6 +40,12 @@ class ServerConfig:
     # Browser origins allowed to open a WebSocket besides the server's own (CSWSH); "*": any.
     allowed_origins: tuple[str, ...] = ()
     metrics_token: str | None = None  # bearer token for /metrics (required beyond loopback)
+    # Per address generous (a venue's Wi-Fi is one public address for everyone in the room);
+    # per verified user a few devices; a user's messages share one bucket across its connections.
+    max_connections_per_ip: int = 2048
+    max_connections_per_user: int = 16
+    user_rate_per_second: float = 400.0
+    user_burst: int = 800
     tls_cert: str | None = None  # PEM certificate chain: serve wss:// and https:// directly
     tls_key: str | None = None  # its PEM private key
 

@@ -68,6 +68,7 @@ class Connection:
         "dirty",
         "id",
         "identity",
+        "ip",
         "opened_at",
         "outbox",
         "sessions",
@@ -81,6 +82,7 @@ class Connection:
         self.id = cid
         self.identity: Identity | None = None  # the verified user, once an `auth` was accepted
         self.opened_at = opened_at
+        self.ip: str | None = None  # the peer's address, when the transport knows it
         self.sink = sink
         self.bucket = bucket
         self.outbox = outbox
@@ -133,6 +135,9 @@ class Node:
         # Fetch the key set again (I/O, in a thread), then call back on the loop; set by the app.
         self.refresh_keys: Callable[[Callable[[], None]], None] | None = None
         self._auth_checked_at = 0.0
+        self._per_ip: Counter[str] = Counter()  # open connections per peer address
+        self._per_user: Counter[str] = Counter()  # open authenticated connections per user
+        self._user_buckets: dict[str, TokenBucket] = {}  # one message budget per user
         self.epoch = self.store.epoch
         self.stopping = False
         # Sessions that really ended, so a late resume hears "ended", not "not found".
@@ -207,7 +212,8 @@ class Node:
 
     # --- transport events ------------------------------------------------------------------
 
-    def connect(self, sink: FrameSink) -> Connection:
+    def connect(self, sink: FrameSink, ip: str | None = None) -> Connection:
+        """A new connection; over the per-address limit it is closed at once (4029)."""
         now = self.clock()
         cid = f"c{next(self._ids)}"
         conn = Connection(
@@ -218,6 +224,13 @@ class Node:
             now,
         )
         self.conns[cid] = conn
+        if ip is not None:
+            if self._per_ip[ip] >= self.config.max_connections_per_ip:
+                self.stats.errors[ErrorCode.TOO_MANY_CONNECTIONS.value] += 1
+                self._close(conn, CloseCode.TOO_MANY_CONNECTIONS, "too many connections from this address")
+                return conn
+            conn.ip = ip
+            self._per_ip[ip] += 1
         welcome = Welcome(
             server=__version__, conn=cid, time=now, limits=self._limits, auth=self.verifier is not None
         )
@@ -234,6 +247,12 @@ class Node:
         if verdict is not Verdict.OK:
             self._rate_limited(conn, verdict)
             return
+        if conn.identity is not None:  # and the user's budget, shared by all its connections
+            user_bucket = self._user_buckets[conn.identity.user]
+            verdict = user_bucket.take(now)
+            if verdict is not Verdict.OK:
+                self._rate_limited(conn, verdict)
+                return
         if not conn.bucket.excess:  # back under the rate: a later drop is told again
             conn.told_rate_limited = False
         try:
@@ -270,6 +289,10 @@ class Node:
         shown as disconnected, and nothing more is queued for this connection."""
         if self.conns.pop(conn.id, None) is None:
             return
+        if conn.ip is not None:
+            self._forget_one(self._per_ip, conn.ip)
+        if conn.identity is not None and self._forget_one(self._per_user, conn.identity.user):
+            self._user_buckets.pop(conn.identity.user, None)
         conn.closing = True
         conn.outbox.clear()
         self.stats.coalesced_drops += conn.outbox.coalesced_drops
@@ -543,6 +566,15 @@ class Node:
             return
         if conn.identity is not None and identity.user != conn.identity.user:
             raise ProtocolError(ErrorCode.FORBIDDEN, "a connection's user cannot change; connect anew")
+        if conn.identity is None:
+            user = identity.user
+            if self._per_user[user] >= self.config.max_connections_per_user:
+                limit = self.config.max_connections_per_user
+                raise ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS, f"this user has {limit} connections open")
+            self._per_user[user] += 1
+            if user not in self._user_buckets:
+                rate, burst = self.config.user_rate_per_second, self.config.user_burst
+                self._user_buckets[user] = TokenBucket(rate, burst, now)
         conn.identity = identity
         self._ack(conn, msg.rid)
 
@@ -572,6 +604,15 @@ class Node:
         self.stats.frames_out += 1
 
     # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _forget_one(counts: Counter[str], key: str) -> bool:
+        """One fewer under `key`; True when none is left (the key is dropped: bounded memory)."""
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
+            return True
+        return False
 
     @staticmethod
     def _who(conn: Connection, name: str) -> tuple[str, str | None]:

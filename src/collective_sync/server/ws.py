@@ -51,7 +51,8 @@ class _Peer(WSListener):
         if config.socket_send_buffer is not None:
             sock = transport.underlying_transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
-        self.conn = self.node.connect(self)
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self.conn = self.node.connect(self, peer[0] if peer else None)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
