@@ -95,3 +95,32 @@ async def test_the_host_ends_the_session_for_everyone(server, connect) -> None:
         await (await user(connect, "dan")).join(s.id, "Dan")
     assert err.value.code == "session_ended"
     assert s.id not in server.server.node.sessions
+
+
+async def test_a_private_session_is_joined_with_its_invite_only(server, connect) -> None:
+    host, ben = await user(connect, "host"), await user(connect, "ben")
+    s = await host.create("Host", public=True, private=True)  # private wins: never listed
+    other = await host.create("Other", private=True)
+    assert server.server.node.sessions[s.id].settings.public is False
+    with pytest.raises(ServerError) as err:
+        await ben.join(s.id, "Ben")
+    assert (err.value.code, "invite" in err.value.message) == ("forbidden", True)
+    witness = await s.invite("witness", ttl=600)
+    assert (witness.role, witness.session) == ("witness", s.id) and witness.expires_at > time.time()
+    b = await ben.join(s.id, "Ben", invite=witness.invite)  # asks to participate ...
+    assert b.role == "observer"  # ... the invite grants listening only
+    for attempt, code in (
+        (lambda c: c.join(other.id, "X", invite=witness.invite), "forbidden"),  # another session
+        (lambda c: c.join(s.id, "X", invite=witness.invite + "x"), "forbidden"),  # tampered
+    ):
+        with pytest.raises(ServerError) as err:
+            await attempt(await user(connect, "cleo"))
+        assert err.value.code == code
+    with pytest.raises(ServerError) as err:  # only the host invites
+        await b.invite()
+    assert err.value.code == "forbidden"
+    await s.moderate("revoke", witness.id)
+    with pytest.raises(ServerError) as err:
+        await (await user(connect, "dan")).join(s.id, "Dan", invite=witness.invite)
+    assert (err.value.code, err.value.message) == ("forbidden", "this invite was revoked")
+    assert b.me in server.server.node.sessions[s.id].participants  # who is in stays in

@@ -38,6 +38,7 @@ from ..protocol.messages import (
     ClientMessage,
     Create,
     Error,
+    Invite,
     Join,
     Joined,
     JoinRole,
@@ -269,13 +270,18 @@ class Client:
         *,
         session_id: str | None = None,
         public: bool = False,
+        private: bool = False,
         ceremony_type: str | None = None,
         meta: Mapping[str, Any] | None = None,
         playout_delay: float = 0.15,
     ) -> Session:
         """Create a session and join it as its leader; `playout_delay` is the session's D."""
         settings = SessionSettings(
-            session_id=session_id, public=public, ceremony_type=ceremony_type, playout_delay=playout_delay
+            session_id=session_id,
+            public=public,
+            private=private,
+            ceremony_type=ceremony_type,
+            playout_delay=playout_delay,
         )
         session: Session = await self.request(Create(name=name, settings=settings, meta=dict(meta or {})))
         return session
@@ -289,8 +295,10 @@ class Client:
         meta: Mapping[str, Any] | None = None,
         resume: str | None = None,
         last_seq: int | None = None,
+        invite: str | None = None,
     ) -> Session:
-        """Join by id; `resume` (a previous `Session.token`) reclaims the same participant."""
+        """Join by id; `resume` (a previous `Session.token`) reclaims the same participant;
+        `invite` (from the host's `Session.invite()`) opens a private session."""
         session: Session = await self.request(
             Join(
                 session=session_id,
@@ -299,8 +307,10 @@ class Client:
                 meta=dict(meta or {}),
                 resume=resume,
                 last_seq=last_seq,
+                invite=invite,
             )
         )
+        session.invite_token = invite or session.invite_token
         return session
 
     def forget(self, session_id: str) -> None:
@@ -380,6 +390,7 @@ class Client:
             if exc.code != "resume_failed":
                 raise
         join.resume = None
+        join.invite = self.sessions[join.session].invite_token  # a private session needs it again
         await self.request(join)
         return False
 
@@ -555,7 +566,7 @@ class Client:
             gone = self.sessions.pop(session)
             gone.end(msg.reason, _LEFT_BECAUSE[msg.reason])
             self._emit("ended", session=session, code=msg.reason, reason=_LEFT_BECAUSE[msg.reason])
-        elif kind is Left or kind is Ack:
+        elif kind is Left or kind is Ack or kind is Invite:
             self._resolve(rid, msg)
         elif kind is Error:
             if rid is not None and rid in self._pending:

@@ -13,8 +13,10 @@ from ..engine.state import nest
 from ..protocol.messages import (
     Control,
     ControlOut,
+    CreateInvite,
     Error,
     Handover,
+    Invite,
     Joined,
     Leader,
     Leave,
@@ -57,6 +59,7 @@ class Session:
         self.epoch = joined.epoch
         self.left = False
         self.ended: tuple[str, str] | None = None  # (code, reason) once the session is gone
+        self.invite_token: str | None = None  # what opened it, if private: to rejoin as someone new
         self.events_dropped = 0
         self._events: deque[Event] = deque(maxlen=max_events)
         # Changes applied at network time (state at `at` + D, control at `at`): the engine's view.
@@ -153,11 +156,20 @@ class Session:
         return await self.control("polarity_sync", body, at)
 
     async def moderate(
-        self, action: Literal["remove", "lock", "unlock", "end"], target: str | None = None
+        self, action: Literal["remove", "lock", "unlock", "end", "revoke"], target: str | None = None
     ) -> None:
         """The host's tools (`forbidden` for anyone else): `remove` a participant (its user may
-        not come back), `lock`/`unlock` the session against new joins, `end` it for everyone."""
+        not come back), `lock`/`unlock` the session against new joins, `end` it for everyone,
+        `revoke` an invite (target: its id)."""
         await self.client.request(Moderate(session=self.id, action=action, target=target))
+
+    async def invite(
+        self, role: Literal["participant", "witness"] = "participant", ttl: float = 86400.0
+    ) -> Invite:
+        """(Host only) an invite to this session granting `role` for `ttl` seconds: hand out
+        `.invite`; `moderate("revoke", .id)` withdraws it."""
+        reply: Invite = await self.client.request(CreateInvite(session=self.id, role=role, ttl=ttl))
+        return reply
 
     async def update_meta(self, meta: Mapping[str, Any]) -> None:
         await self.client.request(UpdateMeta(session=self.id, meta=dict(meta)))

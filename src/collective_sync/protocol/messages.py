@@ -34,6 +34,7 @@ class SessionSettings(msgspec.Struct, rename="camel", omit_defaults=True):
 
     session_id: SessionId | None = None
     public: bool = False
+    private: bool = False  # joined only with an invite from the host (never listed)
     ceremony_type: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     # Session-wide jitter-buffer delay D (s): everyone applies a state update at its `at` + D.
     playout_delay: PlayoutDelay = 0.15
@@ -103,6 +104,7 @@ class Join(_Msg, tag="join"):
     resume: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
     # Highest control seq already seen; later ones still in history are replayed after `joined`.
     last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    invite: Annotated[str, msgspec.Meta(max_length=2048)] | None = None  # a private session's invite
 
 
 class Leave(_Msg, tag="leave"):
@@ -142,11 +144,21 @@ class TimeRequest(_Msg, tag="time"):
 
 
 class Moderate(_Msg, tag="moderate"):
-    """The host's tools: remove a participant (and bar its user), lock/unlock joins, end."""
+    """The host's tools: remove a participant (and bar its user), lock/unlock joins, end,
+    revoke an invite."""
 
     session: SessionId
-    action: Literal["remove", "lock", "unlock", "end"]
-    target: ParticipantId | None = None  # for `remove`
+    action: Literal["remove", "lock", "unlock", "end", "revoke"]
+    target: ParticipantId | None = None  # `remove`: a participant id; `revoke`: an invite id
+    rid: Rid | None = None
+
+
+class CreateInvite(_Msg, tag="invite"):
+    """The host asks for an invite to its session, granting `role`, valid `ttl` seconds."""
+
+    session: SessionId
+    role: Literal["participant", "witness"] = "participant"
+    ttl: Annotated[float, msgspec.Meta(ge=60, le=30 * 24 * 3600)] = 24 * 3600.0
     rid: Rid | None = None
 
 
@@ -158,10 +170,32 @@ class Auth(_Msg, tag="auth"):
 
 
 ClientMessage = (
-    Create | Join | Leave | UpdateMeta | Handover | Control | StateSet | TimeRequest | Auth | Moderate
+    Create
+    | Join
+    | Leave
+    | UpdateMeta
+    | Handover
+    | Control
+    | StateSet
+    | TimeRequest
+    | Auth
+    | Moderate
+    | CreateInvite
 )
 CLIENT_TYPES: frozenset[str] = frozenset(
-    {"create", "join", "leave", "meta", "handover", "control", "state_set", "time", "auth", "moderate"}
+    {
+        "create",
+        "join",
+        "leave",
+        "meta",
+        "handover",
+        "control",
+        "state_set",
+        "time",
+        "auth",
+        "moderate",
+        "invite",
+    }
 )
 
 
@@ -234,11 +268,22 @@ class Presence(_Msg, tag="presence"):
     updates: list[ParticipantInfo] = []
 
 
+class Invite(_Msg, tag="invite"):
+    """Reply to `invite`: the token to hand out (e.g. in a link), its id (to revoke it)."""
+
+    session: str
+    invite: str
+    id: str
+    role: str
+    expires_at: float
+    rid: int | None = None
+
+
 class Moderated(_Msg, tag="moderated"):
     """What the host did, told to everyone in the session."""
 
     session: str
-    action: Literal["remove", "lock", "unlock", "end"]
+    action: Literal["remove", "lock", "unlock", "end", "revoke"]
     by: str
     target: str | None = None
 
@@ -282,5 +327,16 @@ class Error(_Msg, tag="error"):
 
 
 ServerMessage = (
-    Welcome | Joined | Left | Ack | Presence | Leader | ControlOut | StateOut | TimeReply | Error | Moderated
+    Welcome
+    | Joined
+    | Left
+    | Ack
+    | Presence
+    | Leader
+    | ControlOut
+    | StateOut
+    | TimeReply
+    | Error
+    | Moderated
+    | Invite
 )

@@ -20,6 +20,7 @@ import msgspec
 
 from .. import __version__
 from ..auth import Identity, UnknownKey, Verifier
+from ..auth.invites import issue as issue_invite
 from ..protocol.codec import decode_client, encode, join_frame, too_large
 from ..protocol.errors import CloseCode, ErrorCode, ProtocolError
 from ..protocol.messages import (
@@ -27,8 +28,10 @@ from ..protocol.messages import (
     Auth,
     Control,
     Create,
+    CreateInvite,
     Error,
     Handover,
+    Invite,
     Join,
     Joined,
     Leave,
@@ -169,6 +172,7 @@ class Node:
             StateSet: self._state_set,
             Auth: self._auth,
             Moderate: self._moderate,
+            CreateInvite: self._invite,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -388,7 +392,9 @@ class Node:
             raise ProtocolError(ErrorCode.SESSION_EXISTS, f"session {sid!r} already exists")
         if len(self.sessions) >= self.config.max_sessions:
             raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, "the server is at its session limit")
-        settings = msgspec.structs.replace(msg.settings, session_id=sid)
+        settings = msgspec.structs.replace(
+            msg.settings, session_id=sid, public=msg.settings.public and not msg.settings.private
+        )
         session = Session(sid, settings, now, self.config.session)
         self.ended.pop(sid, None)  # an ended session's id may be used again
         self._add_session(session)
@@ -410,7 +416,12 @@ class Node:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
         self._check_room(conn)
         self._check_meta(msg.meta)
-        session.admit(self._who(conn, msg.name)[1], resuming=msg.resume is not None)
+        user = self._who(conn, msg.name)[1]
+        session.admit(user, resuming=msg.resume is not None)
+        if msg.resume is None:
+            granted = session.admit_invite(msg.invite, self.store.secret, user, now)
+            if granted == "witness":
+                msg.role = "observer"  # a witness invite grants listening only, whatever was asked
         if msg.resume is not None:
             previous = {p.id: p.conn for p in session.participants.values()}
             p, outs = session.resume(msg.resume, conn.id, self._who(conn, msg.name)[1])
@@ -519,6 +530,13 @@ class Node:
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
         self._note_state(session)
         self._ack(conn, msg.rid)
+
+    def _invite(self, conn: Connection, msg: CreateInvite, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        if not session.is_host(pid):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the session's host may invite")
+        token, jti, exp = issue_invite(self.store.secret, session.id, msg.role, msg.ttl, now)
+        self._private(conn, Invite(session.id, token, jti, msg.role, exp, rid=msg.rid))
 
     def _moderate(self, conn: Connection, msg: Moderate, now: float) -> None:
         session, pid = self._member(conn, msg.session)

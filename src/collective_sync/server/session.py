@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ..auth.invites import check as check_invite
 from ..engine.state import PARTICIPANT_ROOT, StateDoc
 from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.messages import (
@@ -117,6 +118,7 @@ class Session:
     host_user: str | None = None  # the creator's verified user: host again on any rejoin
     locked: bool = False  # no new joins (resumes still work)
     barred: set[str] = field(default_factory=set)  # verified users the host removed
+    revoked: dict[str, float] = field(default_factory=dict)  # invite id -> expiry, until then
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
@@ -137,6 +139,7 @@ class Session:
             self.host_user,
             self.locked,
             sorted(self.barred),
+            dict(self.revoked),
         )
 
     @classmethod
@@ -150,6 +153,7 @@ class Session:
         s = cls(rec.id, rec.settings, rec.created_at, limits)
         s.leader, s._order, s.empty_since = rec.leader, rec.order, rec.empty_since
         s.host, s.host_user, s.locked, s.barred = rec.host, rec.host_user, rec.locked, set(rec.barred)
+        s.revoked = dict(rec.revoked)
         s.seq = s.released_seq = saved.seq
         s.history.extend(saved.controls)
         if saved.state is not None:
@@ -330,7 +334,25 @@ class Session:
         if action in ("lock", "unlock"):
             self.locked = action == "lock"
             self.record_dirty = True
+        if action == "revoke":
+            if not target:
+                raise ProtocolError(ErrorCode.INVALID_TARGET, "revoke needs the invite's id as target")
+            self.revoked = {j: exp for j, exp in self.revoked.items() if exp > now}  # forget the expired
+            self.revoked[target] = now + 30 * 24 * 3600.0  # an invite lives 30 days at most
+            self.record_dirty = True
         return [told]
+
+    def admit_invite(self, invite: str | None, secret: bytes, user: str | None, now: float) -> str | None:
+        """A private session is joined with a valid invite to it (the host's user needs none);
+        returns the role the invite grants (None: not private, or the host)."""
+        if not self.settings.private or (user is not None and user == self.host_user):
+            return None
+        if invite is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a private session: join with an invite")
+        jti, role, _ = check_invite(secret, invite, self.id, now)
+        if jti in self.revoked:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this invite was revoked")
+        return role
 
     def update_meta(self, pid: str, meta: dict[str, Any]) -> list[Out]:
         p = self.participants[pid]

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -93,6 +94,7 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={sync.upper()}")
         self._db.executescript(SCHEMA)
         self.epoch = ""
+        self.secret = b""  # read (or made) by recover
         self._ticket = 0
         self._ops: list[_Op] = []
         self._positions: dict[str, tuple[int, int]] = {}  # session -> (last seq, history kept)
@@ -115,7 +117,8 @@ class SqliteStore:
         now = self.clock()
         db.execute("BEGIN")
         db.execute("DELETE FROM ended WHERE at < ?", (now - self.ended_retention,))
-        for key, value in (("epoch", self.epoch), ("status", "running")):
+        self.secret = bytes.fromhex(meta["secret"]) if "secret" in meta else secrets.token_bytes(32)
+        for key, value in (("epoch", self.epoch), ("status", "running"), ("secret", self.secret.hex())):
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
         db.execute("COMMIT")
         sessions: list[RecoveredSession] = []

@@ -62,6 +62,7 @@ class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
     host_user: str | None = None  # ... and its verified user, who stays host on any rejoin
     locked: bool = False
     barred: list[str] = []  # users the host removed
+    revoked: dict[str, float] = {}  # invite id -> its expiry (kept until then)
 
 
 class RecoveredSession(msgspec.Struct):
@@ -90,6 +91,7 @@ class Store(Protocol):
     epoch: str
     immediate: bool  # every write is as durable as it will ever be when made: nothing to hold
     on_durable: Callable[[int], None]
+    secret: bytes  # the server's own signing key (invites): the same across restarts
     commits: int  # transactions made durable (for /metrics)
     commit_seconds: float  # time spent making them durable
 
@@ -113,6 +115,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.epoch = new_epoch()
+        self.secret = secrets.token_bytes(32)
         self.on_durable: Callable[[int], None] = lambda ticket: None
 
     def recover(self) -> Recovered:

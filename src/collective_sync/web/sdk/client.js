@@ -137,7 +137,13 @@ export class Session extends EventTarget {
   }
 
   polaritySync(payload, at = null) { return this.control('polarity_sync', payload, at); }
-  /** The host's tools: 'remove' (target: a participant id), 'lock', 'unlock', 'end'. */
+  /** (Host only) an invite granting `role` ('participant' | 'witness') for `ttl` seconds:
+   *  resolves to {invite, id, role, expiresAt}; moderate('revoke', id) withdraws it. */
+  invite(role = 'participant', ttl = 86400) {
+    return this.client.request({ type: 'invite', session: this.id, role, ttl });
+  }
+
+  /** The host's tools: 'remove' (target: a participant id), 'lock', 'unlock', 'end', 'revoke'. */
   moderate(action, target = null) {
     const msg = { type: 'moderate', session: this.id, action };
     if (target) msg.target = target;
@@ -388,8 +394,9 @@ export class Client extends EventTarget {
     }
   }
 
-  async create(name, { sessionId, public: isPublic = false, ceremonyType, playoutDelay = 0.15, meta = {} } = {}) {
+  async create(name, { sessionId, public: isPublic = false, private: isPrivate = false, ceremonyType, playoutDelay = 0.15, meta = {} } = {}) {
     const settings = { public: isPublic, playoutDelay };
+    if (isPrivate) settings.private = true; // joined with an invite only (session.invite())
     if (sessionId) settings.sessionId = sessionId;
     if (ceremonyType) settings.ceremonyType = ceremonyType;
     return this.request({ type: 'create', name, settings, meta });
@@ -402,10 +409,10 @@ export class Client extends EventTarget {
    * gone rejects with a ServerError (`session_ended` or `session_not_found`) and is forgotten.
    * `name` and `role` may be left out when a stored record gives them.
    */
-  async join(session, name, { role, meta = {}, resume, lastSeq } = {}) {
+  async join(session, name, { role, meta = {}, resume, lastSeq, invite } = {}) {
     const saved = resume === undefined ? this.savedSession(session) : null;
     if (saved) {
-      const again = { name: name ?? saved.name, role: role ?? saved.role, meta };
+      const again = { name: name ?? saved.name, role: role ?? saved.role, meta, invite };
       try {
         const s = await this.joinOnce(session, { ...again, resume: saved.token, lastSeq: saved.seq });
         s.resumedSame = true;
@@ -420,14 +427,15 @@ export class Client extends EventTarget {
       s.resumedSame = false;
       return s;
     }
-    const s = await this.joinOnce(session, { name, role: role ?? 'participant', meta, resume, lastSeq });
+    const s = await this.joinOnce(session, { name, role: role ?? 'participant', meta, resume, lastSeq, invite });
     s.resumedSame = Boolean(resume);
     return s;
   }
 
-  joinOnce(session, { name, role, meta, resume, lastSeq }) {
+  joinOnce(session, { name, role, meta, resume, lastSeq, invite }) {
     const msg = { type: 'join', session, name, role, meta };
     if (resume) msg.resume = resume;
+    if (invite) msg.invite = invite; // a private session's invite (from the host's session.invite())
     if (Number.isInteger(lastSeq) && lastSeq >= 0) msg.lastSeq = lastSeq;
     return this.request(msg);
   }
@@ -726,6 +734,7 @@ export class Client extends EventTarget {
         } else this.settle(msg.rid, msg);
         break;
       case 'ack':
+      case 'invite':
         this.settle(msg.rid, msg);
         break;
       case 'error':
