@@ -124,3 +124,21 @@ async def test_a_private_session_is_joined_with_its_invite_only(server, connect)
         await (await user(connect, "dan")).join(s.id, "Dan", invite=witness.invite)
     assert (err.value.code, err.value.message) == ("forbidden", "this invite was revoked")
     assert b.me in server.server.node.sessions[s.id].participants  # who is in stays in
+
+
+async def test_the_apps_role_claims_cap_and_grant(server, connect) -> None:
+    def with_role(sub: str, role: str) -> str:
+        claims = {"sub": sub, "exp": time.time() + 3600, "app_metadata": {"collective_role": role}}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
+
+    host = await user(connect, "host")
+    s = await host.create("Host")
+    witness = await connect(token=with_role("wit", "witness"), discipline=False)
+    w = await witness.join(s.id, "Wit", role="participant")  # asks to participate ...
+    assert w.role == "observer"  # ... the app says: witness
+    with pytest.raises(ServerError) as err:
+        await witness.create("Mine")
+    assert err.value.code == "forbidden"
+    fac = await connect(token=with_role("fac", "facilitator"), discipline=False)
+    f = await fac.join(s.id, "Fac")
+    assert f.participants[f.me].facilitator is True

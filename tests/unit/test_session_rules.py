@@ -135,3 +135,42 @@ def test_empty_since_tracks_last_departure() -> None:
     assert s.empty_since is None
     s.remove(p.id, 4.0)
     assert s.empty_since == 4.0
+
+
+def test_the_host_and_facilitators_lead_first() -> None:
+    s = make()
+    host, _, _ = s.add("Host", "participant", {}, "c0", 0.0)
+    s.host = host.id
+    early, _, _ = s.add("Early", "participant", {}, "c1", 1.0)  # present longest after the host
+    fac, _, _ = s.add("Fac", "participant", {}, "c2", 2.0, facilitator=True)
+    obs, _, _ = s.add("Obs", "observer", {}, "c3", 3.0)
+    assert [o.msg.updates[0].facilitator for o in s.moderate(host.id, "facilitator", early.id, 4.0)[1:]] == [
+        True
+    ]
+    s.moderate(host.id, "unfacilitator", early.id, 4.0)
+    with pytest.raises(ProtocolError) as err:
+        s.moderate(host.id, "facilitator", obs.id, 4.0)  # an observer never leads
+    assert err.value.code == "invalid_target"
+    with pytest.raises(ProtocolError):
+        s.moderate(early.id, "facilitator", early.id, 4.0)  # only the host names them
+    s.drop(host.id, 5.0)
+    s.expire(100.0)  # the host leader is gone: the facilitator leads, not the longer-present Early
+    assert s.leader == fac.id
+    s.drop(fac.id, 101.0)
+    s.expire(200.0)  # no host or facilitator left: the longest-present participant, as before
+    assert s.leader == early.id
+
+
+def test_a_participant_does_not_claim_while_a_facilitator_is_there() -> None:
+    s = make()
+    fac, _, _ = s.add("Fac", "observer", {}, "c0", 0.0)  # listening only: not a steward
+    p, _, _ = s.add("P", "participant", {}, "c1", 1.0)
+    assert s.leader == p.id  # nobody who leads first is connected: claims, as before
+    s2 = make()
+    lead, _, _ = s2.add("L", "participant", {}, "c0", 0.0, facilitator=True)
+    s2.remove(lead.id, 1.0)  # vacant
+    f2, _, _ = s2.add("F", "participant", {}, "c1", 2.0, facilitator=True)
+    assert s2.leader == f2.id
+    s2.handover(f2.id, s2.add("Q", "participant", {}, "c2", 3.0)[0].id)  # handover: to anyone
+    assert s2.participants[s2.leader or ""].name == "Q"
+    assert fac.role == "observer"

@@ -148,8 +148,8 @@ class Moderate(_Msg, tag="moderate"):
     revoke an invite."""
 
     session: SessionId
-    action: Literal["remove", "lock", "unlock", "end", "revoke"]
-    target: ParticipantId | None = None  # `remove`: a participant id; `revoke`: an invite id
+    action: Literal["remove", "lock", "unlock", "end", "revoke", "facilitator", "unfacilitator"]
+    target: ParticipantId | None = None  # a participant id; for `revoke`, an invite id
     rid: Rid | None = None
 
 
@@ -224,6 +224,7 @@ class ParticipantInfo(msgspec.Struct, rename="camel", omit_defaults=True):
     joined_at: float
     meta: dict[str, Any] = {}
     connected: bool = True
+    facilitator: bool = False  # named by the host (or by the user's role claim): leads first
 
 
 class Snapshot(msgspec.Struct, rename="camel"):
@@ -283,7 +284,7 @@ class Moderated(_Msg, tag="moderated"):
     """What the host did, told to everyone in the session."""
 
     session: str
-    action: Literal["remove", "lock", "unlock", "end", "revoke"]
+    action: Literal["remove", "lock", "unlock", "end", "revoke", "facilitator", "unfacilitator"]
     by: str
     target: str | None = None
 

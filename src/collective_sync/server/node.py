@@ -385,6 +385,8 @@ class Node:
     def _create(self, conn: Connection, msg: Create, now: float) -> None:
         self._check_room(conn)
         self._check_meta(msg.meta)
+        if self._claim(conn) == "witness":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a witness cannot create a session")
         sid = msg.settings.session_id
         if sid is None:
             sid = self._new_session_id()
@@ -399,7 +401,9 @@ class Node:
         self.ended.pop(sid, None)  # an ended session's id may be used again
         self._add_session(session)
         name, user = self._who(conn, msg.name)
-        p, token, outs = session.add(name, "participant", msg.meta, conn.id, now, user)
+        p, token, outs = session.add(
+            name, "participant", msg.meta, conn.id, now, user, self._claim(conn) == "facilitator"
+        )
         session.host, session.host_user = p.id, user
         log.info("session %s created by %s (public=%s)", sid, conn.id, settings.public)
         self._enter(conn, session, p, token, msg.rid, outs, None)
@@ -432,7 +436,9 @@ class Node:
                 self._private(old, Left(session=session.id, reason="replaced"))
         else:
             name, user = self._who(conn, msg.name)
-            p, token, outs = session.add(name, msg.role, msg.meta, conn.id, now, user)
+            claim = self._claim(conn)
+            role = "observer" if claim == "witness" else msg.role  # a witness only listens
+            p, token, outs = session.add(name, role, msg.meta, conn.id, now, user, claim == "facilitator")
         self._enter(conn, session, p, token, msg.rid, outs, msg.last_seq)
 
     def _enter(
@@ -631,6 +637,11 @@ class Node:
             del counts[key]
             return True
         return False
+
+    @staticmethod
+    def _claim(conn: Connection) -> str | None:
+        """The app's role for this user, from its token (facilitator / participant / witness)."""
+        return conn.identity.role if conn.identity is not None else None
 
     @staticmethod
     def _who(conn: Connection, name: str) -> tuple[str, str | None]:

@@ -59,6 +59,7 @@ class Participant:
     dropped_at: float | None = None
     grace_until: float | None = None  # leaves then unless it resumes
     user: str | None = None  # the verified user it belongs to (None: anonymous)
+    facilitator: bool = False  # leads first: named by the host, or by the user's role claim
 
     def record(self) -> ParticipantRecord:
         return ParticipantRecord(
@@ -72,6 +73,7 @@ class Participant:
             self.dropped_at,
             self.grace_until,
             self.user,
+            self.facilitator,
         )
 
     def info(self) -> ParticipantInfo:
@@ -82,6 +84,7 @@ class Participant:
             joined_at=self.joined_at,
             meta=self.meta,
             connected=self.conn is not None,
+            facilitator=self.facilitator,
         )
 
 
@@ -176,6 +179,7 @@ class Session:
                 now,
                 grace_until,
                 r.user,
+                r.facilitator,
             )
             s.participants[p.id] = p
             s._tokens[p.token_hash] = p.id
@@ -199,17 +203,28 @@ class Session:
         conn: str,
         now: float,
         user: str | None = None,
+        facilitator: bool = False,
     ) -> tuple[Participant, str, list[Out]]:
         """A new participant and its resume token; it leads if the session has no leader and it
         is not an observer."""
         pid = self._new_id()
         self._order += 1
         outs: list[Out] = []
-        claim = role != "observer" and self.leader is None
+        steward = facilitator or (user is not None and user == self.host_user)
+        claim = role != "observer" and self.leader is None and (steward or not self._stewards())
         token = secrets.token_urlsafe(18)
         digest = hash_token(token)
         p = Participant(
-            pid, name, "leader" if claim else role, meta, now, self._order, digest, conn, user=user
+            pid,
+            name,
+            "leader" if claim else role,
+            meta,
+            now,
+            self._order,
+            digest,
+            conn,
+            user=user,
+            facilitator=facilitator,
         )
         self.participants[pid] = p
         self._tokens[digest] = pid
@@ -280,8 +295,10 @@ class Session:
         return outs
 
     def _promote(self, previous: str) -> list[Out]:
-        """Leader gone: the longest-present connected participant (not an observer) leads."""
+        """Leader gone: the longest-present connected host or facilitator leads; if none is
+        there, the longest-present connected participant (never an observer)."""
         candidates = [p for p in self.participants.values() if p.role == "participant" and p.conn]
+        candidates = [p for p in candidates if self._steward(p)] or candidates
         self.record_dirty = True
         if not candidates:
             self.leader = None
@@ -304,6 +321,14 @@ class Session:
             raise ProtocolError(ErrorCode.FORBIDDEN, "you were removed from this session")
         if self.locked and not resuming and (user is None or user != self.host_user):
             raise ProtocolError(ErrorCode.SESSION_LOCKED, "the host locked this session")
+
+    def _steward(self, p: Participant) -> bool:
+        """The host and facilitators lead first."""
+        return p.facilitator or p.id == self.host or (self.host_user is not None and p.user == self.host_user)
+
+    def _stewards(self) -> bool:
+        """A host or facilitator is connected (and could lead): participants do not claim."""
+        return any(p.conn and p.role != "observer" and self._steward(p) for p in self.participants.values())
 
     def is_host(self, pid: str) -> bool:
         p = self.participants.get(pid)
@@ -334,6 +359,15 @@ class Session:
         if action in ("lock", "unlock"):
             self.locked = action == "lock"
             self.record_dirty = True
+        if action in ("facilitator", "unfacilitator"):
+            named = self.participants.get(target or "")
+            if named is None or named.role == "observer":
+                raise ProtocolError(
+                    ErrorCode.INVALID_TARGET, "a facilitator is a participant of this session"
+                )
+            named.facilitator = action == "facilitator"
+            self.dirty.add(named.id)
+            return [told, Out(Presence(session=self.id, updates=[named.info()]))]
         if action == "revoke":
             if not target:
                 raise ProtocolError(ErrorCode.INVALID_TARGET, "revoke needs the invite's id as target")

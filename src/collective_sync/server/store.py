@@ -49,6 +49,7 @@ class ParticipantRecord(msgspec.Struct, forbid_unknown_fields=False):
     dropped_at: float | None = None  # when its connection dropped (None: connected)
     grace_until: float | None = None  # when it leaves unless it resumes
     user: str | None = None  # the verified user (JWT `sub`) it belongs to; None: anonymous
+    facilitator: bool = False
 
 
 class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
