@@ -67,3 +67,41 @@ async def test_a_token_function_is_called_again_to_refresh_before_exp(server, br
     # fourth token, 3 s on, the first one has been expired for a second).
     await page.wait_for_function("() => calls >= 4", timeout=15000)
     assert await page.evaluate("() => [c.state, lost]") == ["open", []]
+
+
+OPEN = """(url) => new Promise((resolve) => {
+  const ws = new WebSocket(url);
+  ws.onmessage = (e) => { resolve(JSON.parse(e.data).type); ws.close(); };
+  ws.onclose = (e) => resolve(`closed ${e.code}`);
+})"""
+
+
+async def test_a_page_of_another_origin_cannot_open_a_socket_unless_allowed(server, browser) -> None:
+    """Cross-site WebSocket hijacking, in a real browser: a page of another site (a plain HTTP
+    server on loopback, no CSP of ours) opening a socket to this server is refused (403) unless
+    the server allows that origin."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>elsewhere</title>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{site.server_address[1]}"
+    node = server.server.node
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{origin}/")
+        assert await page.evaluate(OPEN, server.url) == "closed 1006"  # the upgrade got a 403
+        node.config.allowed_origins = (origin,)
+        assert await page.evaluate(OPEN, server.url) == "welcome"
+    finally:
+        site.shutdown()
