@@ -5,7 +5,8 @@
 // change on its exact sample however busy this page's main thread is), the
 // GAA engine in an AudioWorklet. This file is the UI around it.
 //
-// URL parameters: `s` (session id; the invite link), `name` (join at once under this name), and,
+// URL parameters: `s` (session id; the invite link), `invite` (a private session's invite token,
+// from the host's "Copy invite link" / "Copy listener link"), `name` (join at once under this name), and,
 // for demonstrations of the clock discipline, `offset` (seconds) and `skew` (ppm) to run this
 // page on a deliberately wrong local clock.
 
@@ -25,7 +26,13 @@ const ERROR_TEXT = {
   rate_limited: 'Too many changes at once; slow down a little.',
   too_many_sessions: 'This connection is in too many sessions.',
   invalid_message: 'The server refused that message as invalid.',
+  session_locked: 'This session is locked by its host: nobody new can join until they unlock it.',
 };
+// A private session refuses a join (`forbidden`): with an invite, it is revoked, expired or for
+// another session; without one, the session needs one.
+const INVITE_REFUSED = 'This invite is not valid any more — ask the host for a new link.';
+const INVITE_NEEDED = 'This session is private — ask the host for an invite link.';
+const CONFIRM_MS = 5000; // a two-step button (Remove, End session) waits this long for its confirmation
 
 const GONE = new Set(['session_ended', 'session_not_found']);
 
@@ -89,6 +96,11 @@ class App {
     this.sendTimer = null;
     this.lastSend = -Infinity;
     this.errors = []; // every error shown, for tests and support
+    // A private session's invite, from the page's link (`s` + `invite`) or a pasted one: {sid, token}.
+    this.invite = params.get('invite') ? { sid: params.get('s'), token: params.get('invite') } : null;
+    this.lastInviteLink = null; // the last link the host copied (also shown in a toast)
+    this.confirming = null; // the two-step button waiting for its second press ('end' or a participant id)
+    this.confirmTimer = null;
   }
 
   async boot() {
@@ -172,32 +184,55 @@ class App {
       const f = new FormData(ev.target);
       Client.saveName(String(f.get('name')));
       try {
+        const isPrivate = f.get('private') === 'on'; // never listed, whatever "List it publicly" says
         const session = await this.client.create(String(f.get('name')), {
-          public: f.get('public') === 'on', ceremonyType: String(f.get('ceremony')) || undefined,
+          public: !isPrivate && f.get('public') === 'on', private: isPrivate,
+          ceremonyType: String(f.get('ceremony')) || undefined,
         });
         this.enter(session);
       } catch (err) {
         this.showError(err.code, describe(err));
       }
     });
+    const form = $('create-form').elements;
+    const syncPrivate = () => {
+      form.public.disabled = form.private.checked;
+      $('private-note').hidden = !form.private.checked;
+    };
+    form.private.addEventListener('change', syncPrivate);
+    syncPrivate();
     $('join-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const f = new FormData(ev.target);
       let sid = String(f.get('session')).trim();
-      try { sid = new URL(sid).searchParams.get('s') ?? sid; } catch { /* a bare id */ }
+      try { // a pasted link: its session, and its invite if it carries one
+        const url = new URL(sid);
+        sid = url.searchParams.get('s') ?? sid;
+        if (url.searchParams.get('invite')) this.invite = { sid, token: url.searchParams.get('invite') };
+      } catch { /* a bare id */ }
       Client.saveName(String(f.get('name')));
       await this.join(sid, String(f.get('name')));
     });
   }
 
+  /** A message about joining, kept on the join form (and in `errors`); null clears it. */
+  joinMessage(code, text) {
+    $('join-msg').hidden = !text;
+    $('join-msg').textContent = text ?? '';
+    if (text) this.errors.push({ code, text });
+  }
+
   /** Join `sid`; `resuming`: this tab was in it (the SDK resumes from storage, `name` may be null). */
   async join(sid, name, resuming = false) {
+    const invite = this.invite?.sid === sid ? this.invite.token : null;
     try {
-      this.enter(await this.client.join(sid, name ?? undefined));
+      this.enter(await this.client.join(sid, name ?? undefined, invite ? { invite } : {}));
     } catch (err) {
       if (resuming && GONE.has(err.code)) { this.showEnded(err.code); return; }
       this.showLobby(sid);
-      this.showError(err.code, describe(err));
+      if (err.code === 'forbidden') this.joinMessage(err.code, invite ? INVITE_REFUSED : INVITE_NEEDED);
+      else if (err.code === 'session_locked') this.joinMessage(err.code, ERROR_TEXT.session_locked);
+      else { this.joinMessage(null, null); this.showError(err.code, describe(err)); }
     }
   }
 
@@ -206,6 +241,7 @@ class App {
     $('room').hidden = true;
     $('ended').hidden = true;
     $('session-pill').hidden = true;
+    $('join-msg').hidden = true;
     if (sid) $('join-form').elements.session.value = sid;
     const list = $('public-list');
     list.replaceChildren();
@@ -228,7 +264,10 @@ class App {
 
   enter(session) {
     this.session = session;
-    history.replaceState(null, '', `/?s=${encodeURIComponent(session.id)}`);
+    // A joiner keeps its invite in the address: a reload after the server forgot it still gets in.
+    const invite = this.invite?.sid === session.id ? `&invite=${encodeURIComponent(this.invite.token)}` : '';
+    history.replaceState(null, '', `/?s=${encodeURIComponent(session.id)}${invite}`);
+    this.joinMessage(null, null);
     $('lobby').hidden = true;
     $('ended').hidden = true;
     $('room').hidden = false;
@@ -236,16 +275,17 @@ class App {
     $('session-id').textContent = session.id;
     for (const kind of ['presence', 'leader']) session.addEventListener(kind, (e) => this.onRoster(kind, e.detail));
     session.addEventListener('apply', (e) => this.onApply(e.detail));
+    session.addEventListener('moderated', (e) => this.onModerated(e.detail));
     session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
     this.wasLeader = null;
     this.renderRoom();
   }
 
   bindRoom() {
-    $('copy-link').addEventListener('click', async () => {
-      const link = `${location.origin}/?s=${encodeURIComponent(this.session.id)}`;
-      try { await navigator.clipboard.writeText(link); toast('Invite link copied.'); } catch { toast(link); }
-    });
+    $('copy-link').addEventListener('click', () => this.copyLink('participant'));
+    $('copy-listen').addEventListener('click', () => this.copyLink('witness'));
+    $('lock-session').addEventListener('click', () => this.moderate(this.session.locked ? 'unlock' : 'lock'));
+    $('end-session').addEventListener('click', () => this.twoStep('end', () => this.moderate('end')));
     $('audio-btn').addEventListener('click', () => this.toggleAudio());
     $('leave-btn').addEventListener('click', async () => {
       await this.session.leave().catch(() => {});
@@ -256,6 +296,65 @@ class App {
     for (const input of document.querySelectorAll('#controls input[type=range]')) {
       input.addEventListener('input', () => this.change(input.dataset.path, Number(input.value)));
     }
+  }
+
+  get isHost() { return Boolean(this.session) && this.session.me === this.session.host; }
+  get isPrivate() { return Boolean(this.session?.settings?.private); }
+
+  /**
+   * Copy a link to this session. A private session's host asks the server for an invite (a
+   * `participant` one, or a `witness` one that joins as a listener) and puts it in the link; a
+   * public session's link is its id. The link is also kept in `demo.lastInviteLink` (for tests,
+   * and for browsers that refuse the clipboard, which get it in a toast instead).
+   */
+  async copyLink(role) {
+    const s = this.session;
+    let link = `${location.origin}/?s=${encodeURIComponent(s.id)}`;
+    if (this.isPrivate) {
+      try {
+        const { invite } = await s.invite(role);
+        link += `&invite=${encodeURIComponent(invite)}`;
+      } catch (err) {
+        this.showError(err.code, describe(err));
+        return;
+      }
+    }
+    this.lastInviteLink = link;
+    const what = role === 'witness' ? 'Listener link' : 'Invite link';
+    try { await navigator.clipboard.writeText(link); toast(`${what} copied.`); } catch { toast(`${what}: ${link}`); }
+  }
+
+  /** A host's action; a refusal is shown like any other error. */
+  async moderate(action, target = null) {
+    try {
+      await this.session?.moderate(action, target);
+    } catch (err) {
+      this.showError(err.code, describe(err));
+    }
+  }
+
+  /** A destructive button acts on its second press within CONFIRM_MS (no modal dialog). */
+  twoStep(key, action) {
+    clearTimeout(this.confirmTimer);
+    if (this.confirming === key) {
+      this.confirming = null;
+      action();
+    } else {
+      this.confirming = key;
+      this.confirmTimer = setTimeout(() => { this.confirming = null; this.renderRoom(); }, CONFIRM_MS);
+    }
+    this.renderRoom();
+  }
+
+  onModerated({ action, target }) {
+    const s = this.session;
+    if (action === 'lock' || action === 'unlock') {
+      toast(action === 'lock' ? 'The host locked this session: nobody new can join.' : 'The host unlocked this session.');
+    } else if (action === 'remove' && target !== s?.me) {
+      const p = s?.participants.get(target);
+      if (p) toast(`${p.name} was removed by the host.`);
+    }
+    this.renderRoom();
   }
 
   /** The panel shown instead of retrying when the session is gone (ended, or forgotten by the server). */
@@ -283,11 +382,17 @@ class App {
   }
 
   showEnded(code) {
-    const moved = code === 'replaced'; // the same participant resumed in another tab or window
-    $('ended-title').textContent = moved ? 'You continue in another tab' : 'This session has ended';
-    $('ended').querySelector('p').textContent = moved
-      ? 'You opened this session somewhere else, so this page let go of it.'
-      : 'It is no longer running on the server. Start a new one, or pick another from the lobby.';
+    const gone = 'It is no longer running on the server. Start a new one, or pick another from the lobby.';
+    const [title, text] = {
+      // the same participant resumed in another tab or window
+      replaced: ['You continue in another tab', 'You opened this session somewhere else, so this page let go of it.'],
+      removed: ['You were removed from this session', 'The host removed you. Start a session of your own, or join another.'],
+      ended: this.isHost ? ['You ended this session', gone] : ['The host ended this session', gone],
+    }[code] ?? ['This session has ended', gone];
+    $('ended-title').textContent = title;
+    $('ended').querySelector('p').textContent = text;
+    clearTimeout(this.confirmTimer);
+    this.confirming = null;
     const name = this.session?.name;
     if (name) $('create-form').elements.name.value = name; // "start a new one" keeps it
     this.session = null;
@@ -330,7 +435,27 @@ class App {
     $('steer').className = `badge${lead ? ' lead' : ''}`;
     const people = [...s.participants.values()].sort((a, b) => a.joinedAt - b.joinedAt);
     $('count').textContent = `${people.length} here`;
+    // Rows are rebuilt: a button that had the focus (a Remove turning into Confirm) keeps it.
+    const focused = $('people').contains(document.activeElement) ? document.activeElement.dataset.key : null;
     $('people').replaceChildren(...people.map((p) => this.personRow(p)));
+    if (focused) $('people').querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+    // Everyone sees whether the session is locked; the host also gets the tools.
+    const host = this.isHost;
+    $('locked-badge').hidden = !s.locked;
+    $('host-tools').hidden = !host;
+    const lockBtn = $('lock-session');
+    lockBtn.setAttribute('aria-pressed', String(Boolean(s.locked)));
+    lockBtn.title = s.locked ? 'Locked: press to let new people join again' : 'Let nobody new join';
+    lockBtn.disabled = !live;
+    const end = $('end-session');
+    const confirmEnd = this.confirming === 'end';
+    end.textContent = confirmEnd ? 'Confirm: end for everyone' : 'End session';
+    end.classList.toggle('confirm', confirmEnd);
+    end.disabled = !live;
+    // A private session's links carry an invite that only the host can ask for.
+    $('copy-link').hidden = this.isPrivate && !host;
+    $('copy-listen').hidden = !(this.isPrivate && host);
+    $('copy-link').disabled = $('copy-listen').disabled = this.isPrivate && !live;
   }
 
   personRow(p) {
@@ -344,7 +469,8 @@ class App {
     avatar.textContent = p.name.slice(0, 1).toUpperCase();
     const name = document.createElement('span');
     name.className = 'name';
-    name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.connected === false ? ' · away' : '');
+    name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.id === s.host ? ' · host' : '')
+      + (p.connected === false ? ' · away' : '');
     const role = document.createElement('span');
     role.className = `badge role${p.id === s.leader ? ' lead' : ''}`;
     role.textContent = p.id === s.leader ? 'leader' : p.role;
@@ -355,6 +481,19 @@ class App {
       b.textContent = 'Hand over';
       b.disabled = !this.live;
       b.addEventListener('click', () => s.handover(p.id).catch((err) => this.showError(err.code, describe(err))));
+      li.append(b);
+    }
+    if (this.isHost && p.id !== s.me) {
+      const key = `remove:${p.id}`;
+      const confirm = this.confirming === key;
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = `ghost small remove${confirm ? ' confirm' : ''}`;
+      b.textContent = confirm ? 'Confirm' : 'Remove';
+      b.setAttribute('aria-label', confirm ? `Confirm removing ${p.name}` : `Remove ${p.name}`);
+      b.dataset.key = key;
+      b.disabled = !this.live;
+      b.addEventListener('click', () => this.twoStep(key, () => this.moderate('remove', p.id)));
       li.append(b);
     }
     return li;
