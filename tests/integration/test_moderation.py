@@ -136,6 +136,9 @@ async def test_the_apps_role_claims_cap_and_grant(server, connect) -> None:
     witness = await connect(token=with_role("wit", "witness"), discipline=False)
     w = await witness.join(s.id, "Wit", role="participant")  # asks to participate ...
     assert w.role == "observer"  # ... the app says: witness
+    with pytest.raises(ServerError) as err:  # and a witness only listens
+        await w.set({f"participants.{w.me}.hr": 60}, ack=True)
+    assert err.value.code == "forbidden"
     with pytest.raises(ServerError) as err:
         await witness.create("Mine")
     assert err.value.code == "forbidden"
