@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from demo_pages import open_page as open_demo_page
 from playwright.async_api import Browser, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 from support import make_config
@@ -284,12 +285,7 @@ def server_config() -> ServerConfig:
 async def open_page(browser: Browser, url: str) -> Page:
     # The tap is the test's instrument, loaded from a blob: the server's Content-Security-Policy
     # (scripts from 'self' only) is for the product, not for it.
-    page = await browser.new_page(viewport={"width": 1360, "height": 900}, bypass_csp=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    await page.goto(url)
-    return page
+    return await open_demo_page(browser, url, bypass_csp=True)
 
 
 @pytest.mark.timeout(300)

@@ -14,30 +14,12 @@ import asyncio
 import json
 import urllib.request
 
-from playwright.async_api import Browser, Page, expect
+from demo_pages import create_on_demo, open_page
+from playwright.async_api import Page, expect
 
 INVITE_NEEDED = "This session is private — ask the host for an invite link."
 INVITE_REFUSED = "This invite is not valid any more — ask the host for a new link."
 LOCKED = "This session is locked by its host"
-
-
-async def open_page(browser: Browser, url: str) -> Page:
-    """A page that records its uncaught script errors in `page.js_errors`."""
-    page = await browser.new_page(viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    await page.goto(url)
-    return page
-
-
-async def create_on_demo(page: Page, name: str, *, private: bool = False) -> tuple[str, str]:
-    await page.fill("#create-form input[name=name]", name)
-    if private:
-        await page.check("#create-form input[name=private]")
-    await page.click("#create-form button[type=submit]")
-    await page.wait_for_selector("#room:not([hidden])")
-    return tuple(await page.evaluate("() => [demo.session.id, demo.session.me]"))  # type: ignore[return-value]
 
 
 async def joined(page: Page) -> str:
@@ -58,6 +40,17 @@ async def copy_link(page: Page, button: str) -> str:
 
 async def roster_size(page: Page, n: int) -> None:
     await page.wait_for_function(f"() => document.querySelectorAll('#people li').length === {n}")
+
+
+async def host_and_ben(server, browser) -> tuple[Page, Page, str, str, str]:  # type: ignore[no-untyped-def]
+    """Ana creates a (public) session on the demo and Ben joins by its link: (Ana's page, Ben's
+    page, the session id, Ana's id, Ben's id), both rosters complete."""
+    ana = await open_page(browser, f"{server.http}/")
+    sid, host = await create_on_demo(ana, "Ana")
+    ben = await open_page(browser, f"{server.http}/?s={sid}&name=Ben")
+    ben_id = await joined(ben)
+    await roster_size(ana, 2)
+    return ana, ben, sid, host, ben_id
 
 
 def no_js_errors(*pages: Page) -> None:
@@ -115,11 +108,7 @@ async def test_a_private_session_is_joined_only_with_an_invite_link(server, brow
 
 
 async def test_the_host_locks_and_unlocks_the_session(server, browser) -> None:
-    ana = await open_page(browser, f"{server.http}/")
-    sid, _ = await create_on_demo(ana, "Ana")
-    ben = await open_page(browser, f"{server.http}/?s={sid}&name=Ben")
-    await joined(ben)
-    await roster_size(ana, 2)
+    ana, ben, sid, _, _ = await host_and_ben(server, browser)
     lock = ana.locator("#lock-session")
     await expect(lock).to_have_attribute("aria-pressed", "false")
     assert await ben.is_hidden("#host-tools")
@@ -146,11 +135,7 @@ async def test_the_host_locks_and_unlocks_the_session(server, browser) -> None:
 
 
 async def test_the_host_removes_a_participant(server, browser) -> None:
-    ana = await open_page(browser, f"{server.http}/")
-    sid, host = await create_on_demo(ana, "Ana")
-    ben = await open_page(browser, f"{server.http}/?s={sid}&name=Ben")
-    ben_id = await joined(ben)
-    await roster_size(ana, 2)
+    ana, ben, sid, host, ben_id = await host_and_ben(server, browser)
     # No Remove on the host's own row, and none for anyone on Ben's page.
     assert await ana.locator(f"#people li[data-id='{host}'] button.remove").count() == 0
     assert await ben.locator("#people button.remove").count() == 0
@@ -171,11 +156,7 @@ async def test_the_host_removes_a_participant(server, browser) -> None:
 
 
 async def test_the_host_ends_the_session(server, browser) -> None:
-    ana = await open_page(browser, f"{server.http}/")
-    sid, _ = await create_on_demo(ana, "Ana")
-    ben = await open_page(browser, f"{server.http}/?s={sid}&name=Ben")
-    await joined(ben)
-    await roster_size(ana, 2)
+    ana, ben, _, _, _ = await host_and_ben(server, browser)
     end = ana.locator("#end-session")
     await end.click()
     await expect(end).to_contain_text("Confirm")

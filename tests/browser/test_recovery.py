@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 
 import pytest
+from demo_pages import create_on_demo
+from demo_pages import open_page as open_demo_page
 from playwright.async_api import Browser, Page, expect
 from support import ServerProcess, make_config
 
@@ -62,13 +64,7 @@ def server_config(request: pytest.FixtureRequest) -> ServerConfig:
 
 
 async def open_page(browser: Browser, url: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1360, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    await page.add_init_script(WS_SPY)
-    await page.goto(url)
-    return page
+    return await open_demo_page(browser, url, init_script=WS_SPY)  # counts the page's sockets
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -93,13 +89,6 @@ def end_session(node, sid: str) -> None:
         node._end(session, node.clock(), "ended by the test")
     else:
         node._end(session)
-
-
-async def create_on_demo(page: Page, name: str) -> tuple[str, str]:
-    await page.fill("#create-form input[name=name]", name)
-    await page.click("#create-form button[type=submit]")
-    await page.wait_for_selector("#room:not([hidden])")
-    return tuple(await page.evaluate("() => [demo.session.id, demo.session.me]"))  # type: ignore[return-value]
 
 
 async def test_a_reloaded_leader_comes_back_as_the_same_participant_and_still_leads(server, browser) -> None:
