@@ -242,3 +242,39 @@ async def test_limits_per_address_and_per_user(server) -> None:
     await raws[2].close()  # a connection gone is counted out: a new one is let in
     again = await Raw.open(server.url)
     assert again.welcome["type"] == "welcome"
+
+
+async def test_raw_moderation_invites_and_bounds(server) -> None:
+    """docs/protocol.md, with a raw client: `invite` and `moderate` replies and broadcasts, and
+    what happens just past each new bound (token 16 KiB, invite ttl 60 s … 30 days, invite 2 KiB)."""
+    host = await Raw.open(server.url)
+    assert (await host.request({"type": "auth", "token": token("host")}, rid=1))["type"] == "ack"
+    too_long = await host.request({"type": "auth", "token": "x" * 16385}, rid=2)
+    assert (too_long["type"], too_long["code"]) == ("error", "invalid_message")
+    created = await host.request({"type": "create", "name": "H", "settings": {"private": True}}, rid=3)
+    sid = created["session"]
+    assert created["host"] == created["you"] and "locked" not in created
+    for ttl in (59, 30 * 24 * 3600 + 1):
+        err = await host.request({"type": "invite", "session": sid, "ttl": ttl}, rid=4)
+        assert (err["type"], err["code"]) == ("error", "invalid_message"), ttl
+    inv = await host.request({"type": "invite", "session": sid, "role": "witness", "ttl": 60}, rid=5)
+    assert (inv["type"], inv["session"], inv["role"], inv["rid"]) == ("invite", sid, "witness", 5)
+    assert set(inv) == {"type", "session", "invite", "id", "role", "expiresAt", "rid"}
+    guest = await Raw.open(server.url)
+    await guest.request({"type": "auth", "token": token("guest")}, rid=1)
+    err = await guest.request({"type": "join", "session": sid, "name": "G", "invite": "x" * 2049}, rid=2)
+    assert (err["type"], err["code"]) == ("error", "invalid_message")
+    joined = await guest.request(
+        {"type": "join", "session": sid, "name": "G", "invite": inv["invite"]}, rid=3
+    )
+    assert (joined["type"], joined["role"]) == ("joined", "observer")
+    assert await host.request({"type": "moderate", "session": sid, "action": "lock"}, rid=6) == {
+        "type": "ack",
+        "rid": 6,
+    }
+    told = await guest.expect("moderated")
+    assert told == {"type": "moderated", "session": sid, "action": "lock", "by": created["you"]}
+    await host.request(
+        {"type": "moderate", "session": sid, "action": "remove", "target": joined["you"]}, rid=7
+    )
+    assert await guest.expect("left") == {"type": "left", "session": sid, "reason": "removed"}
