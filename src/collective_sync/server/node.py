@@ -420,24 +420,21 @@ class Node:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection is already in that session")
         self._check_room(conn)
         self._check_meta(msg.meta)
-        user = self._who(conn, msg.name)[1]
+        name, user = self._who(conn, msg.name)
         session.admit(user, resuming=msg.resume is not None)
-        if msg.resume is None:
-            granted = session.admit_invite(msg.invite, self.store.secret, user, now)
-            if granted == "witness":
-                msg.role = "observer"  # a witness invite grants listening only, whatever was asked
         if msg.resume is not None:
-            previous = {p.id: p.conn for p in session.participants.values()}
-            p, outs = session.resume(msg.resume, conn.id, self._who(conn, msg.name)[1])
+            held = session.holder(msg.resume)
+            old = self.conns.get(held.conn or "") if held is not None else None
+            p, outs = session.resume(msg.resume, conn.id, user)
             token = msg.resume
-            old = self.conns.get(previous[p.id] or "")
             if old is not None and old is not conn:  # e.g. a duplicated browser tab: tell the first
                 old.sessions.pop(session.id, None)
                 self._private(old, Left(session=session.id, reason="replaced"))
         else:
-            name, user = self._who(conn, msg.name)
             claim = self._claim(conn)
-            role = "observer" if claim == "witness" else msg.role  # a witness only listens
+            granted = session.admit_invite(msg.invite, self.store.secret, user, now)
+            # A witness (by invite or by the app's role claim) only listens, whatever was asked.
+            role = "observer" if "witness" in (claim, granted) else msg.role
             p, token, outs = session.add(name, role, msg.meta, conn.id, now, user, claim == "facilitator")
         self._enter(conn, session, p, token, msg.rid, outs, msg.last_seq)
 
@@ -565,13 +562,10 @@ class Node:
                 victim.sessions.pop(sid, None)  # its requests fail from now on
             gone = msg.target or ""
 
-            def let_go() -> None:  # no more deliveries, once its `left` went out
+            def let_go() -> None:  # no more deliveries to it, once its `left` went out
                 self.members.get(sid, {}).pop(gone, None)
 
-            if sid in self._held:
-                self._hold(session, 0, let_go)
-            else:
-                let_go()
+            self._after(session, let_go)
             self._watch.add(sid)
         self._persist(session)
         self._ack(conn, msg.rid)
@@ -769,12 +763,15 @@ class Node:
 
     def _publish(self, session: Session, outs: list[Out]) -> None:
         """Send now, or after the session's writes still waiting for the disk (keeps order)."""
-        if not outs:
-            return
+        if outs:
+            self._after(session, lambda: self._send(session, outs))
+
+    def _after(self, session: Session, action: Callable[[], None]) -> None:
+        """Run `action` now, or in order after the session's writes still waiting for the disk."""
         if session.id in self._held:
-            self._hold(session, 0, lambda: self._send(session, outs))
+            self._hold(session, 0, action)
         else:
-            self._send(session, outs)
+            action()
 
     def _send(self, session: Session, outs: list[Out]) -> None:
         for out in outs:

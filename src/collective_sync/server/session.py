@@ -243,7 +243,7 @@ class Session:
 
         Looked up by the token's hash: the server keeps no token it could leak. A participant of
         a verified user resumes only for that user (a stolen resume token is not enough)."""
-        p = self.participants.get(self._tokens.get(hash_token(token), ""))
+        p = self.holder(token)
         if p is None:
             raise ProtocolError(ErrorCode.RESUME_FAILED, "resume token unknown or expired")
         if p.user is not None and p.user != user:
@@ -252,6 +252,10 @@ class Session:
         p.conn, p.dropped_at, p.grace_until = conn, None, None
         self.dirty.add(p.id)
         return p, [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
+
+    def holder(self, token: str) -> Participant | None:
+        """Whose resume token this is (looked up by its hash), if anyone's."""
+        return self.participants.get(self._tokens.get(hash_token(token), ""))
 
     def drop(self, pid: str, now: float) -> list[Out]:
         """Connection lost: keep the participant for the grace period, shown as disconnected."""
