@@ -85,6 +85,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https:// directly")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    rtc = serve.add_argument_group("WebRTC (the SFU: streamed voice and engine audio, state channels)")
+    rtc.add_argument("--no-rtc", action="store_true", help="no WebRTC: the WebSocket carries all")
+    rtc.add_argument(
+        "--rtc-host",
+        action="append",
+        help="address to offer ICE host candidates on (repeat; default: loopback when serving on "
+        "loopback, else every interface)",
+    )
+    rtc.add_argument("--rtc-max-peers", type=int, default=d.rtc_max_peers, help="peer connections, in all")
+    rtc.add_argument(
+        "--rtc-state-channel-max",
+        type=int,
+        default=d.rtc_state_channel_max,
+        help="peers in a session up to which state also goes over data channels",
+    )
     serve.add_argument("--log-level", default="INFO")
     imp = sub.add_parser("impair", help="loopback proxy adding delay, jitter, loss, reordering")
     imp.add_argument("--target", required=True, help="HOST:PORT to forward to (loopback only)")
@@ -139,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
             metrics_token=args.metrics_token or None,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            rtc=not args.no_rtc,
+            rtc_hosts=tuple(args.rtc_host) if args.rtc_host else None,
+            rtc_max_peers=args.rtc_max_peers,
+            rtc_state_channel_max=args.rtc_state_channel_max,
         )
         config.session.grace_period = args.grace
         config.session.restart_grace = args.restart_grace

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"  # the token's `exp` has passed: get a fresh one
     SESSION_LOCKED = "session_locked"  # the host locked the session against new joins
     TOO_MANY_CONNECTIONS = "too_many_connections"  # this user already has its maximum open
+    RTC_UNAVAILABLE = "rtc_unavailable"  # WebRTC off, at capacity, or no peer connection yet
 
 
 class CloseCode(IntEnum):

@@ -162,6 +162,45 @@ class CreateInvite(_Msg, tag="invite"):
     rid: Rid | None = None
 
 
+# --- WebRTC (docs/protocol.md, "Media and data channels") --------------------------------
+
+MediaSlotName = Literal["voice", "engine"]  # a session's two streams: a live voice, a rendered sound
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=32768)]
+
+
+class RtcOffer(_Msg, tag="rtc_offer"):
+    """Open (or replace) this participant's one peer connection to the server's SFU."""
+
+    session: SessionId
+    sdp: Sdp
+    rid: Rid | None = None
+
+
+class RtcCandidate(_Msg, tag="rtc_candidate"):
+    """A trickled ICE candidate of the client's side (the server's are all in its answer)."""
+
+    session: SessionId
+    candidate: Annotated[str, msgspec.Meta(max_length=1024)]
+    sdp_mid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdp_m_line_index: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+
+
+class RtcPublish(_Msg, tag="rtc_publish"):
+    """Go live on a slot (the leader or a facilitator), or stop (`live: false`)."""
+
+    session: SessionId
+    slot: MediaSlotName
+    live: bool = True
+    rid: Rid | None = None
+
+
+class RtcClose(_Msg, tag="rtc_close"):
+    """Close this participant's peer connection; the WebSocket carries everything again."""
+
+    session: SessionId
+    rid: Rid | None = None
+
+
 class Auth(_Msg, tag="auth"):
     """A JWT: first on a connection where auth is required, and again to refresh it."""
 
@@ -181,6 +220,10 @@ ClientMessage = (
     | Auth
     | Moderate
     | CreateInvite
+    | RtcOffer
+    | RtcCandidate
+    | RtcPublish
+    | RtcClose
 )
 CLIENT_TYPES: frozenset[str] = frozenset(
     {
@@ -195,6 +238,10 @@ CLIENT_TYPES: frozenset[str] = frozenset(
         "auth",
         "moderate",
         "invite",
+        "rtc_offer",
+        "rtc_candidate",
+        "rtc_publish",
+        "rtc_close",
     }
 )
 
@@ -225,6 +272,8 @@ class ParticipantInfo(msgspec.Struct, rename="camel", omit_defaults=True):
     meta: dict[str, Any] = {}
     connected: bool = True
     facilitator: bool = False  # named by the host (or by the user's role claim): leads first
+    live: list[str] = []  # media slots it is publishing ("voice", "engine")
+    listening: bool = False  # its peer connection to the SFU is up (it hears the streams)
 
 
 class Snapshot(msgspec.Struct, rename="camel"):
@@ -232,6 +281,18 @@ class Snapshot(msgspec.Struct, rename="camel"):
 
     v: int
     values: dict[str, Any]
+
+
+class MediaSlot(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A live stream and the map from its RTP timestamps to network time: the sample with RTP
+    timestamp `rtpTs` was captured at network time `at`, and `rate` RTP ticks pass per second
+    of network time. Listeners play that sample at `at` + the session's media delay."""
+
+    slot: str
+    publisher: str
+    rtp_ts: int | None = None  # None until the SFU has seen the stream's first packet
+    at: float | None = None
+    rate: float = 48000.0
 
 
 class Joined(_Msg, tag="joined"):
@@ -247,6 +308,7 @@ class Joined(_Msg, tag="joined"):
     epoch: str = ""  # changes when the server lost state (crash): trust the snapshot, not old `v`s
     host: str | None = None  # the participant who created it (moderates)
     locked: bool = False  # no new joins (resuming still works)
+    media: list[MediaSlot] = []  # the session's live streams
     rid: int | None = None
 
 
@@ -314,6 +376,19 @@ class StateOut(_Msg, tag="state"):
     coalesced: bool = False
 
 
+class RtcAnswer(_Msg, tag="rtc_answer"):
+    session: str
+    sdp: str
+    rid: int | None = None
+
+
+class Media(_Msg, tag="media"):
+    """The session's live streams changed: who went live or stopped, or a stream's clock map."""
+
+    session: str
+    slots: list[MediaSlot] = []
+
+
 class TimeReply(_Msg, tag="time"):
     t0: float
     t1: float
@@ -340,4 +415,6 @@ ServerMessage = (
     | Error
     | Moderated
     | Invite
+    | RtcAnswer
+    | Media
 )

@@ -9,6 +9,7 @@ import signal
 import sys
 import urllib.request
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..auth import Verifier
 from .clock import ServerClock
@@ -18,6 +19,9 @@ from .node import Node
 from .sqlite_store import SqliteStore, StoreLocked
 from .store import MemoryStore, Store
 from .ws import WS_PATH, WsServer
+
+if TYPE_CHECKING:
+    from .sfu.hub import MediaHub
 
 log = logging.getLogger("collective_sync")
 
@@ -44,6 +48,19 @@ def _verifier(config: ServerConfig) -> Verifier | None:
     return None
 
 
+def _media_hub(node: Node, config: ServerConfig, clock: Callable[[], float]) -> MediaHub:
+    """The SFU. ICE host candidates: `--rtc-host`, else loopback when serving on loopback
+    (aioice skips it by default), else every interface."""
+    from ..ice import restrict_host_addresses
+    from .sfu.hub import MediaHub
+
+    hosts = config.rtc_hosts
+    if hosts is None and config.loopback:
+        hosts = ("::1",) if config.host == "::1" else ("127.0.0.1",)
+    restrict_host_addresses(hosts)
+    return MediaHub(node, clock, config.rtc_max_peers, config.rtc_state_channel_max)
+
+
 async def start(config: ServerConfig) -> tuple[WsServer, int]:
     """Build a node on the in-memory backplane and its store (SQLite under `data_dir`, or
     memory), restore what the store kept, and start serving; returns the bound port."""
@@ -63,6 +80,8 @@ async def start(config: ServerConfig) -> tuple[WsServer, int]:
             task.add_done_callback(lambda _: then())
 
         node.refresh_keys = refresh_keys
+    if config.rtc:
+        node.media = _media_hub(node, config, clock)
     node.restore()
     server = WsServer(node, HttpApi(node))
     port = await server.start(config.host, config.port)

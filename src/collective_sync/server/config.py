@@ -48,6 +48,11 @@ class ServerConfig:
     user_burst: int = 800
     tls_cert: str | None = None  # PEM certificate chain: serve wss:// and https:// directly
     tls_key: str | None = None  # its PEM private key
+    rtc: bool = True  # the SFU (WebRTC media and data channels); off: the WebSocket carries everything
+    rtc_hosts: tuple[str, ...] | None = None  # addresses to offer ICE candidates on; None: see app.py
+    rtc_max_peers: int = 500  # peer connections in the whole server
+    rtc_state_channel_max: int = 100  # per session: above this many peers, state stays on the WebSocket
+    rtc_state_repair: float = 0.25  # how soon the WebSocket repairs state sent over a data channel
 
     @property
     def loopback(self) -> bool:

@@ -14,7 +14,7 @@ import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -27,6 +27,7 @@ from ..protocol.messages import (
     Ack,
     Auth,
     Control,
+    ControlOut,
     Create,
     CreateInvite,
     Error,
@@ -38,6 +39,12 @@ from ..protocol.messages import (
     Left,
     Limits,
     Moderate,
+    Presence,
+    RtcAnswer,
+    RtcCandidate,
+    RtcClose,
+    RtcOffer,
+    RtcPublish,
     StateOut,
     StateSet,
     TimeReply,
@@ -51,6 +58,10 @@ from .outbox import Outbox
 from .ratelimit import TokenBucket, Verdict
 from .session import Out, Participant, Session
 from .store import Ended, MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .sfu.hub import MediaHub
+    from .sfu.streamclock import ClockMap
 
 log = logging.getLogger("collective_sync.node")
 
@@ -151,6 +162,9 @@ class Node:
         self._snapshot_at: dict[str, float] = {}
         self.schedule_flush = schedule_flush or (lambda: None)
         self.on_session_end: Callable[[str], None] | None = None  # observers (logs, tests)
+        self.media: MediaHub | None = None  # the SFU, when WebRTC is on (set by the app)
+        self._repair: set[Connection] = set()  # state went by data channel; the WS copy follows
+        self._repair_at = 0.0
         self.sessions: dict[str, Session] = {}
         self.members: dict[str, dict[str, Connection]] = {}  # session -> participant -> local conn
         self.conns: dict[str, Connection] = {}
@@ -173,6 +187,10 @@ class Node:
             Auth: self._auth,
             Moderate: self._moderate,
             CreateInvite: self._invite,
+            RtcOffer: self._rtc_offer,
+            RtcCandidate: self._rtc_candidate,
+            RtcPublish: self._rtc_publish,
+            RtcClose: self._rtc_close,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -349,6 +367,12 @@ class Node:
                     del self._snapshot_due[sid]
                 elif now - self._snapshot_at.get(sid, 0.0) >= every:
                     self._snapshot(session, now)
+        if self._repair and now - self._repair_at >= self.config.rtc_state_repair:
+            self._repair_at = now
+            repair, self._repair = self._repair, set()
+            for conn in repair:
+                if not conn.closing and conn.outbox.deferred and not conn.dirty:
+                    self._mark(conn)
         self.store.commit()
 
     def flush(self) -> None:
@@ -473,6 +497,7 @@ class Node:
                     epoch=self.epoch,
                     host=session.host,
                     locked=session.locked,
+                    media=list(session.media.values()),
                     rid=rid,
                 ),
             )
@@ -533,6 +558,69 @@ class Node:
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
         self._note_state(session)
         self._ack(conn, msg.rid)
+
+    # --- WebRTC signalling (the SFU is in server/sfu; the rules are the session's) -----------
+
+    def _hub(self) -> MediaHub:
+        if self.media is None:
+            raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, "WebRTC is off on this server; use the WebSocket")
+        return self.media
+
+    def _rtc_offer(self, conn: Connection, msg: RtcOffer, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        hub = self._hub()
+        sid, rid = session.id, msg.rid
+
+        def done(answer: str | None, why: str | None) -> None:
+            member = self.members.get(sid, {}).get(pid)
+            if member is None:
+                return
+            if answer is not None:
+                self._private(member, RtcAnswer(session=sid, sdp=answer, rid=rid))
+            else:
+                self._refuse(member, ProtocolError(ErrorCode.INVALID_MESSAGE, why or "", rid, sid))
+
+        from .sfu.hub import AtCapacity  # aiortc is imported only when WebRTC is on
+
+        try:
+            hub.offer(sid, pid, msg.sdp, done)
+        except AtCapacity as exc:
+            raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, str(exc)) from None
+
+    def _rtc_candidate(self, conn: Connection, msg: RtcCandidate, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        if not self._hub().candidate(session.id, pid, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index):
+            raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, "no peer connection: send rtc_offer first")
+
+    def _rtc_publish(self, conn: Connection, msg: RtcPublish, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        hub = self._hub()
+        if msg.live and not hub.has_peer(session.id, pid):
+            raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, "no peer connection: send rtc_offer first")
+        outs = session.publish(pid, msg.slot, msg.live)
+        if outs:
+            hub.set_publisher(session.id, msg.slot, pid if msg.live else None)
+        self._publish(session, outs)
+        self._ack(conn, msg.rid)
+
+    def _rtc_close(self, conn: Connection, msg: RtcClose, now: float) -> None:
+        session, pid = self._member(conn, msg.session)
+        self._hub().close(session.id, pid)
+        self._ack(conn, msg.rid)
+
+    # hub -> node (HubListener)
+
+    def media_peer(self, sid: str, pid: str, up: bool) -> None:
+        session = self.sessions.get(sid)
+        if session is not None:
+            self._publish(session, session.set_listening(pid, up))
+            self.schedule_flush()
+
+    def media_map(self, sid: str, slot: str, clock_map: ClockMap) -> None:
+        session = self.sessions.get(sid)
+        if session is not None:
+            self._publish(session, session.media_map(slot, clock_map.rtp_ts, clock_map.at, clock_map.rate))
+            self.schedule_flush()
 
     def _invite(self, conn: Connection, msg: CreateInvite, now: float) -> None:
         session, pid = self._member(conn, msg.session)
@@ -685,6 +773,8 @@ class Node:
         self._held.pop(sid, None)
         self._snapshot_due.pop(sid, None)
         self._snapshot_at.pop(sid, None)
+        if self.media is not None:
+            self.media.end_session(sid)
         ended = Ended(sid, now, reason)
         self._remember_end(ended)
         self.store.end_session(ended)
@@ -764,7 +854,30 @@ class Node:
     def _publish(self, session: Session, outs: list[Out]) -> None:
         """Send now, or after the session's writes still waiting for the disk (keeps order)."""
         if outs:
+            if self.media is not None and (session.media or session.id in self.media.peers):
+                outs = self._media_follow(session, outs)
             self._after(session, lambda: self._send(session, outs))
+
+    def _media_follow(self, session: Session, outs: list[Out]) -> list[Out]:
+        """Leadership or membership changed: a publisher who may no longer publish stops, and a
+        participant who left loses its peer connection."""
+        assert self.media is not None
+        changed = False
+        for out in outs:
+            kind = type(out.msg)
+            if kind is Presence and out.msg.leaves:  # type: ignore[attr-defined]
+                for pid in out.msg.leaves:  # type: ignore[attr-defined]
+                    self.media.close(session.id, pid)
+                changed = True
+            elif kind is not StateOut and kind is not ControlOut:
+                changed = True
+        if not changed or not session.media:
+            return outs
+        extra: list[Out] = []
+        for slot in session.media_rights():
+            self.media.set_publisher(session.id, slot, None)
+            extra.extend(session.unpublish(slot))
+        return outs + extra if extra else outs
 
     def _after(self, session: Session, action: Callable[[], None]) -> None:
         """Run `action` now, or in order after the session's writes still waiting for the disk."""
@@ -791,7 +904,12 @@ class Node:
             targets: Iterable[Connection] = [conn] if conn is not None else []
         else:
             skip = item.exclude
-            targets = [c for pid, c in members.items() if pid != skip] if skip else members.values()
+            if item.state is not None and self.media is not None and self.media.state_channels(sid):
+                targets = self._by_channel(sid, members, skip, item.data, item.state)
+            elif skip:
+                targets = [c for pid, c in members.items() if pid != skip]
+            else:
+                targets = members.values()
         data, state = item.data, item.state
         for conn in targets:
             if conn.closing:
@@ -802,6 +920,27 @@ class Node:
                 self._slow(conn)
             elif not conn.dirty:
                 self._mark(conn)
+
+    def _by_channel(
+        self, sid: str, members: dict[str, Connection], skip: str | None, data: bytes, state: StateOut
+    ) -> list[Connection]:
+        """Send state over the data channels of those who have one (unordered, no retransmit:
+        no head-of-line blocking); their WebSocket gets a coalesced copy a little later, which
+        repairs a loss. Returns the receivers left for the WebSocket path."""
+        assert self.media is not None
+        channels = self.media.state_channels(sid) or {}
+        text = data.decode()
+        rest: list[Connection] = []
+        for pid, conn in members.items():
+            if pid == skip:
+                continue
+            peer = channels.get(pid)
+            if peer is not None and not conn.closing and self.media.send_state(peer, text):
+                conn.outbox.defer_state(state)
+                self._repair.add(conn)
+            else:
+                rest.append(conn)
+        return rest
 
     def _private(self, conn: Connection, msg: msgspec.Struct) -> None:
         if conn.closing:

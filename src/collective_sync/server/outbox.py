@@ -36,6 +36,10 @@ class Outbox:
         self._queued_bytes = 0
         self._coalesced: dict[str, _Merged] = {}
 
+    @property
+    def deferred(self) -> bool:
+        return bool(self._coalesced)
+
     def __bool__(self) -> bool:
         return bool(self._queue or self._coalesced)
 
@@ -52,15 +56,20 @@ class Outbox:
         if not self.paused:
             self._queue.append(data)
             return True
+        self.defer_state(msg)
+        return True
+
+    def defer_state(self, msg: StateOut) -> None:
+        """Fold a state update into the pending one for its session, sent with the next flush
+        (also for a receiver that got it over a data channel: this copy repairs a loss)."""
         merged = self._coalesced.get(msg.session)
         if merged is None:
             self._coalesced[msg.session] = _Merged(msg.v, msg.at, msg.sender, dict(msg.set))
-            return True
+            return
         before = len(merged.values)
         merged.values.update(msg.set)
         self.coalesced_drops += len(msg.set) - (len(merged.values) - before)
         merged.v, merged.at, merged.sender = msg.v, max(merged.at, msg.at), msg.sender
-        return True
 
     def pending(self) -> tuple[bytes, ...]:
         """The encoded messages a flush would send now (shared frames are cached by this key)."""

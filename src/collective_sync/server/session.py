@@ -24,6 +24,8 @@ from ..protocol.messages import (
     JoinRole,
     Leader,
     Left,
+    Media,
+    MediaSlot,
     Moderated,
     ParticipantInfo,
     Presence,
@@ -60,6 +62,8 @@ class Participant:
     grace_until: float | None = None  # leaves then unless it resumes
     user: str | None = None  # the verified user it belongs to (None: anonymous)
     facilitator: bool = False  # leads first: named by the host, or by the user's role claim
+    live: tuple[str, ...] = ()  # media slots it publishes (not persisted: peer connections are not)
+    listening: bool = False  # its peer connection to the SFU is up
 
     def record(self) -> ParticipantRecord:
         return ParticipantRecord(
@@ -85,6 +89,8 @@ class Participant:
             meta=self.meta,
             connected=self.conn is not None,
             facilitator=self.facilitator,
+            live=list(self.live),
+            listening=self.listening,
         )
 
 
@@ -122,6 +128,7 @@ class Session:
     locked: bool = False  # no new joins (resumes still work)
     barred: set[str] = field(default_factory=set)  # verified users the host removed
     revoked: dict[str, float] = field(default_factory=dict)  # invite id -> expiry, until then
+    media: dict[str, MediaSlot] = field(default_factory=dict)  # live slot -> publisher and clock map
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
@@ -450,6 +457,61 @@ class Session:
             return []
         self.state_dirty = True
         return [Out(StateOut(session=self.id, v=self.state.version, at=at, sender=pid, set=won))]
+
+    # --- media (the SFU's rules; the node tells the hub) ------------------------------------
+
+    def may_publish(self, pid: str) -> bool:
+        p = self.participants.get(pid)
+        return p is not None and p.role != "observer" and (p.role == "leader" or p.facilitator)
+
+    def publish(self, pid: str, slot: str, live: bool) -> list[Out]:
+        """Go live on a slot (the leader or a facilitator; one publisher per slot), or stop."""
+        current = self.media.get(slot)
+        if not live:
+            return self._unpublish(slot) if current is not None and current.publisher == pid else []
+        if not self.may_publish(pid):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the leader or a facilitator may go live")
+        if current is not None:
+            if current.publisher == pid:
+                return []
+            raise ProtocolError(ErrorCode.INVALID_TARGET, f"{slot} is already live by {current.publisher}")
+        self.media[slot] = MediaSlot(slot=slot, publisher=pid)
+        p = self.participants[pid]
+        p.live = tuple(sorted((*p.live, slot)))
+        return [Out(self.media_message()), Out(Presence(session=self.id, updates=[p.info()]))]
+
+    def media_map(self, slot: str, rtp_ts: int, at: float, rate: float) -> list[Out]:
+        current = self.media.get(slot)
+        if current is None:
+            return []
+        self.media[slot] = MediaSlot(slot=slot, publisher=current.publisher, rtp_ts=rtp_ts, at=at, rate=rate)
+        return [Out(self.media_message())]
+
+    def set_listening(self, pid: str, up: bool) -> list[Out]:
+        p = self.participants.get(pid)
+        if p is None or p.listening == up:
+            return []
+        p.listening = up
+        return [Out(Presence(session=self.id, updates=[p.info()]))]
+
+    def media_rights(self) -> list[str]:
+        """Slots whose publisher is gone or may no longer publish (lost the lead, left)."""
+        return [slot for slot, m in self.media.items() if not self.may_publish(m.publisher)]
+
+    def _unpublish(self, slot: str) -> list[Out]:
+        m = self.media.pop(slot)
+        outs = [Out(self.media_message())]
+        p = self.participants.get(m.publisher)
+        if p is not None:
+            p.live = tuple(s for s in p.live if s != slot)
+            outs.append(Out(Presence(session=self.id, updates=[p.info()])))
+        return outs
+
+    def unpublish(self, slot: str) -> list[Out]:
+        return self._unpublish(slot) if slot in self.media else []
+
+    def media_message(self) -> Media:
+        return Media(session=self.id, slots=list(self.media.values()))
 
     # --- views -----------------------------------------------------------------------------
 

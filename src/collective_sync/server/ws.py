@@ -204,6 +204,8 @@ class WsServer:
         except TimeoutError:
             log.error("the store did not finish writing within %.1f s", deadline)
         node.close_all(CloseCode.GOING_AWAY, RESTART_REASON)
+        if node.media is not None:
+            await node.media.stop()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(node.config.close_linger + 0.5):

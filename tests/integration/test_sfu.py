@@ -1,0 +1,170 @@
+"""The SFU over real sockets and real aiortc peer connections, loopback only.
+
+Forwarding is checked with the publisher and listener in their own processes (tests/rtcpeer.py)
+so that every Opus encoder and decoder in *this* process is the server's: there must be none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiortc.codecs.opus
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import pytest
+from rtcpeer import Tone
+
+from collective_sync.client import ServerError
+from collective_sync.client.rtc import RtcLink
+from collective_sync.protocol.messages import Media, RtcPublish
+
+PEER = Path(__file__).resolve().parent.parent / "rtcpeer.py"
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, calls: Counter[str], owner: Any, name: str) -> None:
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[f"{getattr(owner, '__name__', owner)}.{name}"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+async def peer(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(PEER), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def first_json(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout):
+        line = await proc.stdout.readline()
+    if not line:
+        _, err = await proc.communicate()
+        raise AssertionError(f"peer process failed: {err.decode()[-2000:]}")
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(120)
+async def test_opus_is_forwarded_to_listeners_with_no_codec_in_the_server(server, monkeypatch) -> None:
+    calls: Counter[str] = Counter()
+    for owner, name in (
+        (aiortc.codecs.opus.OpusEncoder, "__init__"),
+        (aiortc.codecs.opus.OpusEncoder, "encode"),
+        (aiortc.codecs.opus.OpusEncoder, "pack"),
+        (aiortc.codecs.opus.OpusDecoder, "__init__"),
+        (aiortc.codecs.opus.OpusDecoder, "decode"),
+        (aiortc.rtcrtpreceiver, "get_decoder"),
+        (aiortc.rtcrtpsender, "get_encoder"),
+    ):
+        count_calls(monkeypatch, calls, owner, name)
+    publisher = await peer("publish", server.url, "--slot", "voice", "--freq", "440", "--seconds", "60")
+    listeners: list[asyncio.subprocess.Process] = []
+    try:
+        sid = (await first_json(publisher, 30))["session"]
+        listeners = [
+            await peer("listen", server.url, sid, "--slot", "voice", "--seconds", "2") for _ in range(2)
+        ]
+        heard = [await first_json(p, 60) for p in listeners]
+    finally:
+        for p in [publisher, *listeners]:
+            if p.returncode is None:
+                p.kill()
+            await p.wait()
+    for h in heard:
+        assert abs(h["peak_hz"] - 440.0) < 5.0, h
+    hub = server.server.node.media
+    assert hub.stats.packets_out >= 2 * 100  # 2 s+ of 20 ms packets to each listener
+    assert sum(calls.values()) == 0, calls
+    # the counting itself works: a decoder made in this process is seen
+    aiortc.rtcrtpreceiver.get_decoder(aiortc.RTCRtpCodecParameters("audio/opus", 48000, 2))
+    assert calls["aiortc.rtcrtpreceiver.get_decoder"] == 1
+
+
+async def wait_listening(session: Any, *pids: str) -> None:
+    await session.wait_for(lambda s: all(s.participants[p].listening for p in pids))
+
+
+@pytest.mark.timeout(90)
+async def test_only_the_leader_or_a_facilitator_goes_live_and_loses_the_slot_with_the_lead(
+    server, connect
+) -> None:
+    lea, ben = await connect(), await connect()
+    s = await lea.create("Lea")
+    b = await ben.join(s.id, "Ben")
+    with pytest.raises(ServerError) as err:
+        await s.client.request(RtcPublish(session=s.id, slot="voice"))
+    assert err.value.code == "rtc_unavailable"  # no peer connection yet
+    ls, lb = await RtcLink.open(s), await RtcLink.open(b)
+    try:
+        await wait_listening(b, s.me, b.me)  # presence shows who hears the streams
+        with pytest.raises(ServerError) as err:
+            await lb.publish("voice", Tone(330.0))
+        assert err.value.code == "forbidden"
+        await ls.publish("engine", Tone(660.0))
+        await b.wait_for(lambda x: "engine" in x.media and x.participants[s.me].live == ["engine"])
+        assert b.media["engine"].publisher == s.me
+        await b.wait_for(lambda x: x.media["engine"].at is not None)  # the clock map came
+        frame = await asyncio.wait_for(lb.track("engine").recv(), 10)
+        assert frame.sample_rate == 48000
+        with pytest.raises(ServerError) as err:
+            await lb.publish("engine", Tone(330.0))
+        assert err.value.code == "forbidden"
+        await s.handover(b.me)  # the slot goes with the lead
+        await b.wait_for(lambda x: "engine" not in x.media and x.participants[s.me].live == [])
+        await lb.publish("engine", Tone(330.0))
+        await s.wait_for(lambda x: x.media.get("engine") is not None and x.media["engine"].publisher == b.me)
+        with pytest.raises(ServerError) as err:
+            await ls.publish("engine", Tone(220.0))
+        assert err.value.code == "forbidden"
+        hub = server.server.node.media
+        await b.leave()  # leaving ends its peer connection, and its slot
+        await s.wait_for(lambda x: not x.media and b.me not in x.participants)
+        assert not hub.has_peer(s.id, b.me)
+    finally:
+        await ls.close()
+        await lb.close()
+
+
+@pytest.mark.timeout(60)
+async def test_state_goes_over_the_data_channel_and_the_websocket_repairs_it(server, connect) -> None:
+    lea, ben = await connect(), await connect()
+    s = await lea.create("Lea")
+    b = await ben.join(s.id, "Ben")
+    lb = await RtcLink.open(b)
+    caught_up = asyncio.Event()
+    b.on_apply(lambda _: caught_up.set() if b.applied.get(f"participants.{s.me}.n") == 49 else None)
+    try:
+        for i in range(50):
+            await s.set({"geometry.torus.R": i / 50, f"participants.{s.me}.n": i})
+        await b.wait_for(lambda x: x.values.get(f"participants.{s.me}.n") == 49)
+        assert b.values["geometry.torus.R"] == pytest.approx(49 / 50)
+        assert lb.state_received > 0  # it came over the data channel ...
+        node = server.server.node
+        await b.wait_for(lambda x: x.version == s.version)
+        assert node.media.stats.state_sent >= lb.state_received
+        # ... and the WebSocket's coalesced copy, which came too, did not take anything back
+        assert b.values == s.values
+        await asyncio.wait_for(caught_up.wait(), 5)  # through the jitter buffer, at its time
+        assert b.applied == s.values
+    finally:
+        await lb.close()
+
+
+async def test_media_message_shape(server, connect) -> None:
+    lea = await connect()
+    s = await lea.create("Lea")
+    ls = await RtcLink.open(s)
+    try:
+        await ls.publish("voice", Tone(440.0))
+        ev = await s.next_event(Media, timeout=10)
+        assert ev.slots[0].slot == "voice" and ev.slots[0].publisher == s.me
+    finally:
+        await ls.close()
