@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .node import Node
@@ -54,6 +54,52 @@ class NodeCollector(Collector):
         for code, n in sorted(s.errors.items()):
             errs.add_metric([code], n)
         yield errs
+        if node.media is not None:
+            yield from _sfu_metrics(node)
+
+
+def _sfu_metrics(node: Node) -> Iterator[Metric]:
+    from .sfu.hub import FORWARD_BUCKETS
+
+    hub = node.media
+    assert hub is not None
+    st = hub.stats
+    yield GaugeMetricFamily(_P + "sfu_peers", "WebRTC peer connections", value=hub._count)
+    for name, doc, value in (
+        ("sfu_packets_in", "RTP packets received from publishers", st.packets_in),
+        ("sfu_packets_out", "RTP packets forwarded to subscribers", st.packets_out),
+        ("sfu_bytes_out", "RTP bytes forwarded (before SRTP)", st.bytes_out),
+        (
+            "sfu_dropped_not_publisher",
+            "RTP packets on a slot from someone not live on it",
+            st.dropped_not_publisher,
+        ),
+        ("sfu_state_sent", "State messages sent over data channels", st.state_sent),
+        (
+            "sfu_state_skipped",
+            "State messages left to the WebSocket (channel busy or closed)",
+            st.state_skipped,
+        ),
+    ):
+        yield CounterMetricFamily(_P + name, doc, value=value)
+    buckets, acc = [], 0
+    for bound, n in zip((*FORWARD_BUCKETS, float("inf")), st.forward_buckets, strict=True):
+        acc += n
+        buckets.append((str(bound) if bound != float("inf") else "+Inf", acc))
+    yield HistogramMetricFamily(
+        _P + "sfu_forward_seconds",
+        "Receive of a publisher's packet to the send to its last subscriber",
+        buckets=buckets,
+        sum_value=st.forward_sum,
+    )
+    recent = sorted(st.recent)
+    if recent:
+        for q in (0.5, 0.99):
+            yield GaugeMetricFamily(
+                _P + f"sfu_forward_p{round(q * 100)}_seconds",
+                f"Forwarding time, {q:.0%} quantile of the last {len(recent)} packets",
+                value=recent[min(len(recent) - 1, int(q * len(recent)))],
+            )
 
 
 def make_registry(node: Node) -> CollectorRegistry:
