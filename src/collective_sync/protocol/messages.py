@@ -183,6 +183,7 @@ class RtcCandidate(_Msg, tag="rtc_candidate"):
     candidate: Annotated[str, msgspec.Meta(max_length=1024)]
     sdp_mid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     sdp_m_line_index: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+    rid: Rid | None = None
 
 
 class RtcPublish(_Msg, tag="rtc_publish"):

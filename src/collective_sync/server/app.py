@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -58,7 +59,8 @@ def _media_hub(node: Node, config: ServerConfig, clock: Callable[[], float]) -> 
     if hosts is None and config.loopback:
         hosts = ("::1",) if config.host == "::1" else ("127.0.0.1",)
     restrict_host_addresses(hosts)
-    return MediaHub(node, clock, config.rtc_max_peers, config.rtc_state_channel_max)
+    loopback_only = hosts is not None and all(ipaddress.ip_address(h).is_loopback for h in hosts)
+    return MediaHub(node, clock, config.rtc_max_peers, config.rtc_state_channel_max, loopback_only)
 
 
 async def start(config: ServerConfig) -> tuple[WsServer, int]:

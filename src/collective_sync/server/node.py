@@ -580,17 +580,20 @@ class Node:
             else:
                 self._refuse(member, ProtocolError(ErrorCode.INVALID_MESSAGE, why or "", rid, sid))
 
-        from .sfu.hub import AtCapacity  # aiortc is imported only when WebRTC is on
+        from .sfu.hub import AtCapacity, TooSoon  # aiortc is imported only when WebRTC is on
 
         try:
             hub.offer(sid, pid, msg.sdp, done)
         except AtCapacity as exc:
             raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, str(exc)) from None
+        except TooSoon as exc:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, str(exc)) from None
 
     def _rtc_candidate(self, conn: Connection, msg: RtcCandidate, now: float) -> None:
         session, pid = self._member(conn, msg.session)
         if not self._hub().candidate(session.id, pid, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index):
             raise ProtocolError(ErrorCode.RTC_UNAVAILABLE, "no peer connection: send rtc_offer first")
+        self._ack(conn, msg.rid)
 
     def _rtc_publish(self, conn: Connection, msg: RtcPublish, now: float) -> None:
         session, pid = self._member(conn, msg.session)

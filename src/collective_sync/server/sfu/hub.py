@@ -36,8 +36,15 @@ class HubListener(Protocol):
     def media_map(self, sid: str, slot: str, clock_map: ClockMap) -> None: ...
 
 
+OFFER_INTERVAL = 0.5  # seconds between two offers of one participant
+
+
 class AtCapacity(Exception):
     """No room for another peer connection (the client stays on the WebSocket)."""
+
+
+class TooSoon(Exception):
+    """An offer right after the previous one (each builds a peer connection: bounded work)."""
 
 
 @dataclass
@@ -67,7 +74,9 @@ class MediaHub:
         clock: Callable[[], float],
         max_peers: int = 500,
         state_channel_max: int = 100,
+        loopback_only: bool = False,
     ) -> None:
+        self.loopback_only = loopback_only  # offered on loopback only: use loopback candidates only
         self.listener = listener
         self.clock = clock
         self.max_peers = max_peers
@@ -82,12 +91,15 @@ class MediaHub:
 
     def offer(self, sid: str, pid: str, sdp: str, done: Callable[[str | None, str | None], None]) -> None:
         """Replace this participant's peer connection; `done(answer, None)` or `done(None, why)`."""
+        now = self.clock()
         old = self.peers.get(sid, {}).get(pid)
         if old is None and self._count >= self.max_peers:
             raise AtCapacity(f"the server is at its {self.max_peers} WebRTC peers; stay on the WebSocket")
         if old is not None:
+            if now - old.created_at < OFFER_INTERVAL:
+                raise TooSoon(f"one offer per {OFFER_INTERVAL:g} s: each one builds a peer connection")
             self._drop(old)
-        peer = Peer(sid, pid, self._on_packet, self._on_peer_state)
+        peer = Peer(sid, pid, self._on_packet, self._on_peer_state, self.loopback_only, now)
         self.peers.setdefault(sid, {})[pid] = peer
         self._count += 1
 

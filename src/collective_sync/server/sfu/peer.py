@@ -36,23 +36,34 @@ log = logging.getLogger("collective_sync.sfu")
 SLOTS = ("voice", "engine")  # audio m-lines of a client's offer, in this order
 
 
-def without_unresolvable_candidates(sdp: str) -> str:
-    """Drop candidates whose address is a name (mDNS `*.local`): resolving them would send
-    multicast queries, and they are not needed: the client's connectivity checks reveal its
-    address to us anyway (a peer-reflexive candidate)."""
-    lines = [ln for ln in sdp.splitlines() if not ln.startswith("a=candidate:") or _literal(ln)]
+MAX_CANDIDATES = 32  # remote candidates per peer (each one is checked: bounded work and traffic)
+
+
+def usable_candidates(sdp: str, loopback_only: bool) -> str:
+    """Keep the candidates we may use: IP literals (an mDNS `*.local` name would need multicast
+    queries, and is not needed: the client's connectivity checks reveal its address to us as a
+    peer-reflexive candidate), loopback ones only when the server offers loopback only (its
+    checks must not leave the machine), and at most MAX_CANDIDATES."""
+    kept = 0
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            if kept >= MAX_CANDIDATES or not usable(line, loopback_only):
+                continue
+            kept += 1
+        lines.append(line)
     return "\r\n".join(lines) + "\r\n"
 
 
-def _literal(candidate_line: str) -> bool:
+def usable(candidate_line: str, loopback_only: bool) -> bool:
     bits = candidate_line.split()
     if len(bits) < 8:
         return False
     try:
-        ipaddress.ip_address(bits[4])
+        address = ipaddress.ip_address(bits[4])
     except ValueError:
         return False
-    return True
+    return address.is_loopback or not loopback_only
 
 
 class _Idle(MediaStreamTrack):
@@ -117,8 +128,13 @@ class Peer:
         pid: str,
         on_packet: Callable[[Peer, int, RtpPacket], Awaitable[None]],
         on_state: Callable[[Peer], None],
+        loopback_only: bool,
+        created_at: float,
     ) -> None:
         self.sid, self.pid = sid, pid
+        self.loopback_only = loopback_only
+        self.created_at = created_at
+        self.candidates = 0
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
         self.senders: list[ForwardingSender] = []  # per slot
         self.channel: Any = None  # the "state" data channel, once the client opened it
@@ -130,7 +146,7 @@ class Peer:
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(
-            RTCSessionDescription(sdp=without_unresolvable_candidates(offer_sdp), type="offer")
+            RTCSessionDescription(sdp=usable_candidates(offer_sdp, self.loopback_only), type="offer")
         )
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if len(audio) < len(SLOTS) or any(t.kind == "video" for t in self.pc.getTransceivers()):
@@ -149,8 +165,11 @@ class Peer:
 
     async def add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
         text = candidate.removeprefix("candidate:")
-        if not text or not _literal("a=candidate:" + text):
-            return  # end of candidates, or a name we will not resolve (see above)
+        if not text or not usable("a=candidate:" + text, self.loopback_only):
+            return  # end of candidates, or one we will not use (see usable_candidates)
+        self.candidates += 1
+        if self.candidates > MAX_CANDIDATES:
+            return
         c = candidate_from_sdp(text)
         c.sdpMid, c.sdpMLineIndex = mid, index if index is not None else (0 if mid is None else None)
         await self.pc.addIceCandidate(c)
