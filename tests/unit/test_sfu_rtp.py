@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from collective_sync.server.sfu.peer import MAX_CANDIDATES, usable_candidates
 from collective_sync.server.sfu.rtp import SeqRewriter, header, seq_delta, ts_delta
 from collective_sync.server.sfu.streamclock import SlotTimeline
 
@@ -109,3 +110,24 @@ def test_maps_are_only_republished_when_they_move() -> None:
         _, new = tl.packet("A", i * FRAME, 5.0 + i * 0.02 + 0.005)
         published += new is not None
     assert published <= 2  # the first, and at most one refinement of a perfect clock
+
+
+def test_only_usable_candidates_are_kept_and_at_most_a_bound() -> None:
+    lines = [
+        "a=candidate:1 1 udp 1 127.0.0.1 5000 typ host",
+        "a=candidate:2 1 udp 1 3f0a-uuid.local 5001 typ host",  # mDNS: would need multicast
+        "a=candidate:3 1 udp 1 10.1.2.3 5002 typ host",
+        "a=candidate:4 1 udp 1 ::1 5003 typ host",
+        "a=candidate:broken",
+    ]
+    sdp = "v=0\r\n" + "\r\n".join(lines) + "\r\n"
+    kept = [
+        ln.split()[4] for ln in usable_candidates(sdp, loopback_only=True).splitlines() if "candidate" in ln
+    ]
+    assert kept == ["127.0.0.1", "::1"]
+    kept = [
+        ln.split()[4] for ln in usable_candidates(sdp, loopback_only=False).splitlines() if "candidate" in ln
+    ]
+    assert kept == ["127.0.0.1", "10.1.2.3", "::1"]
+    many = "v=0\r\n" + "".join(f"a=candidate:{i} 1 udp 1 127.0.0.1 {i} typ host\r\n" for i in range(100))
+    assert usable_candidates(many, True).count("a=candidate") == MAX_CANDIDATES
