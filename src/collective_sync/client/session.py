@@ -36,6 +36,7 @@ from ..protocol.messages import (
 from .errors import ConnectionClosed
 from .playout import Handler, Playout
 from .signal import Changed
+from .versions import VersionGuard
 
 if TYPE_CHECKING:
     from .client import Client
@@ -81,10 +82,8 @@ class Session:
         self.participants: dict[str, ParticipantInfo] = {p.id: p for p in joined.participants}
         self.values: dict[str, Any] = dict(joined.state.values)  # flat path -> value snapshot
         self.version = joined.state.v
-        # Per key, the `v` it was last set at (default: the snapshot's): state can arrive twice or
-        # out of order when a data channel carries it too, and an older value must not win.
-        self._key_v: dict[str, int] = {}
-        self._base_v = joined.state.v
+        # State can arrive twice or out of order when a data channel carries it too.
+        self._versions = VersionGuard(joined.state.v)
         self.media: dict[str, MediaSlot] = {m.slot: m for m in joined.media}  # live streams
         same_epoch = joined.epoch == self.epoch
         self.seq = max(self.seq, joined.seq) if same_epoch else joined.seq
@@ -208,24 +207,15 @@ class Session:
         """Call `handler(Applied)` at each change's playout instant (from the event loop)."""
         self.playout.handlers.append(handler)
 
-    def _fresh(self, msg: StateOut) -> StateOut | None:
-        """The part of `msg` newer than what each key holds; None when nothing is."""
-        key_v, base, v = self._key_v, self._base_v, msg.v
-        newer = {k: val for k, val in msg.set.items() if v > key_v.get(k, base)}
-        if not newer:
-            return None
-        for k in newer:
-            key_v[k] = v
-        return msg if len(newer) == len(msg.set) else msgspec.structs.replace(msg, set=newer)
-
     def apply(self, msg: ServerMessage, arrival: float | None = None) -> None:
         """Fold one server message into the view, queue it as an event, wake waiters; state and
         control also go to the playout (`arrival` is the local clock reading at receipt)."""
         if type(msg) is StateOut:
-            fresh = self._fresh(msg)
+            fresh = self._versions.admit(msg.set, msg.v)
             if fresh is None:
                 return  # a copy of what was applied already (data channel and WebSocket)
-            msg = fresh
+            if fresh is not msg.set:
+                msg = msgspec.structs.replace(msg, set=dict(fresh))
             self.playout.on_state(msg, self.client.network_time(arrival))
             values = self.values
             for path, value in msg.set.items():
