@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rtcpeer import Tone
 
 from collective_sync.client import ServerError
 from collective_sync.client.rtc import RtcLink
+from collective_sync.netem import Impairment, ImpairProxy
 from collective_sync.protocol.messages import Media, RtcPublish
 
 PEER = Path(__file__).resolve().parent.parent / "rtcpeer.py"
@@ -168,3 +170,55 @@ async def test_media_message_shape(server, connect) -> None:
         assert ev.slots[0].slot == "voice" and ev.slots[0].publisher == s.me
     finally:
         await ls.close()
+
+
+def through(proxy_port: int) -> tuple[Callable[[str], str], list[int]]:
+    """An answer rewriter: the client is sent to the proxy's port for every server candidate;
+    returns it and the list that receives the server's real port."""
+    real: list[int] = []
+
+    def rewrite(sdp: str) -> str:
+        lines = []
+        for line in sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                bits = line.split()
+                real.append(int(bits[5]))
+                bits[5] = str(proxy_port)
+                line = " ".join(bits)
+            lines.append(line)
+        return "\r\n".join(lines) + "\r\n"
+
+    return rewrite, real
+
+
+@pytest.mark.timeout(90)
+async def test_state_lost_on_the_data_channel_is_repaired_by_the_websocket(server, connect) -> None:
+    """The listener's UDP goes through the impairment proxy, losing 25 % of what the server sends
+    it: the data channel never retransmits, so the WebSocket's coalesced copy must fill the gaps."""
+    lea, ben = await connect(), await connect()
+    s = await lea.create("Lea")
+    b = await ben.join(s.id, "Ben")
+    proxy = ImpairProxy("127.0.0.1", 0, down=Impairment(loss=0.25), seed=7)
+    port = await proxy.start_udp()
+    rewrite, real = through(port)
+
+    def route(sdp: str) -> str:
+        out = rewrite(sdp)
+        proxy.target_port = real[0]  # the server's one loopback candidate
+        return out
+
+    link = await RtcLink.open(b, timeout=30, via=route)
+    try:
+        done = asyncio.Event()
+        b.on_apply(lambda _: done.set() if b.applied.get("geometry.torus.R") == 199 else None)
+        for i in range(200):
+            await s.set({"geometry.torus.R": i, f"participants.{s.me}.k{i % 20}": i})
+            if i % 20 == 19:
+                await s.wait_for(lambda x, i=i: x.values.get("geometry.torus.R") == i)  # paced
+        await asyncio.wait_for(done.wait(), 15)
+        await b.wait_for(lambda x: x.values == s.values, timeout=10)
+        assert 0 < link.state_received < 200  # some came over the channel, some were lost there
+        assert b.applied == s.values
+    finally:
+        await link.close()
+        await proxy.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -36,15 +37,19 @@ class RtcLink:
         self.pc.on("connectionstatechange", self._state_changed)
 
     @classmethod
-    async def open(cls, session: Session, timeout: float = 15.0) -> RtcLink:
-        """Offer, apply the server's answer, wait until media and the data channel are up."""
+    async def open(
+        cls, session: Session, timeout: float = 15.0, via: Callable[[str], str] | None = None
+    ) -> RtcLink:
+        """Offer, apply the server's answer, wait until media and the data channel are up.
+        `via` rewrites the answer first (e.g. its candidates, to go through a relay or proxy)."""
         link = cls(session)
         try:
             await link.pc.setLocalDescription(await link.pc.createOffer())  # gathers all candidates
             answer = await session.client.request(
                 RtcOffer(session=session.id, sdp=link.pc.localDescription.sdp)
             )
-            await link.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+            sdp = answer.sdp if via is None else via(answer.sdp)
+            await link.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             async with asyncio.timeout(timeout):
                 await link._connected.wait()
                 await link._channel_open.wait()
