@@ -172,7 +172,8 @@ class MediaHub:
         stats.packets_in += 1
         slots = self.slots.get(peer.sid)
         slot = slots[index] if slots is not None else None
-        if slot is None or slot.publisher != peer.pid:
+        subscribers = self.peers.get(peer.sid)
+        if slot is None or slot.publisher != peer.pid or subscribers is None or peer.closed:
             stats.dropped_not_publisher += 1
             return
         source = (peer.pid, packet.ssrc)
@@ -183,7 +184,7 @@ class MediaHub:
         ntp = ntp_now()
         rewriters = slot.rewriters
         sent = 0
-        for pid, sub in self.peers[peer.sid].items():
+        for pid, sub in list(subscribers.items()):  # safe even if a send ever yields
             if sub is peer or not sub.connected:
                 continue
             rw = rewriters.get(pid)
