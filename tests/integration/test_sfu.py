@@ -222,3 +222,24 @@ async def test_state_lost_on_the_data_channel_is_repaired_by_the_websocket(serve
     finally:
         await link.close()
         await proxy.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_publisher_whose_peer_connection_ends_is_no_longer_live(server, connect) -> None:
+    lea, ben = await connect(), await connect()
+    s = await lea.create("Lea")
+    b = await ben.join(s.id, "Ben")
+    ls = await RtcLink.open(s)
+    try:
+        await ls.publish("voice", Tone(440.0))
+        await b.wait_for(lambda x: "voice" in x.media and x.participants[s.me].listening)
+    finally:
+        await ls.close()  # rtc_close: its slot stops, nobody is left waiting for it
+    await b.wait_for(lambda x: not x.media and x.participants[s.me].live == [])
+    assert not b.participants[s.me].listening
+    again = await RtcLink.open(s)  # and it can come back and go live again
+    try:
+        await again.publish("voice", Tone(440.0))
+        await b.wait_for(lambda x: "voice" in x.media)
+    finally:
+        await again.close()

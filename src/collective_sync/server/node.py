@@ -614,10 +614,19 @@ class Node:
     # hub -> node (HubListener)
 
     def media_peer(self, sid: str, pid: str, up: bool) -> None:
+        """A peer connection came up or went down; gone for good (not replaced by a new offer),
+        its slots stop: nobody else could go live on them meanwhile."""
         session = self.sessions.get(sid)
-        if session is not None:
-            self._publish(session, session.set_listening(pid, up))
-            self.schedule_flush()
+        if session is None:
+            return
+        outs = session.set_listening(pid, up)
+        if not up and self.media is not None and not self.media.has_peer(sid, pid):
+            for slot, m in list(session.media.items()):
+                if m.publisher == pid:
+                    self.media.set_publisher(sid, slot, None)
+                    outs.extend(session.unpublish(slot))
+        self._publish(session, outs)
+        self.schedule_flush()
 
     def media_map(self, sid: str, slot: str, clock_map: ClockMap) -> None:
         session = self.sessions.get(sid)

@@ -98,7 +98,7 @@ class MediaHub:
         if old is not None:
             if now - old.created_at < OFFER_INTERVAL:
                 raise TooSoon(f"one offer per {OFFER_INTERVAL:g} s: each one builds a peer connection")
-            self._drop(old)
+            self._drop(old, replaced=True)  # the participant stays live and listening meanwhile
         peer = Peer(sid, pid, self._on_packet, self._on_peer_state, self.loopback_only, now)
         self.peers.setdefault(sid, {})[pid] = peer
         self._count += 1
@@ -221,7 +221,7 @@ class MediaHub:
         else:
             self.listener.media_peer(peer.sid, peer.pid, peer.connected)
 
-    def _drop(self, peer: Peer) -> None:
+    def _drop(self, peer: Peer, replaced: bool = False) -> None:
         peers = self.peers.get(peer.sid)
         if peers is None or peers.get(peer.pid) is not peer:
             return
@@ -235,7 +235,7 @@ class MediaHub:
         peer.connected = False
         if peer.pc.connectionState != "closed":
             self._spawn(peer.close())
-        if was_up:
+        if was_up and not replaced:
             self.listener.media_peer(peer.sid, peer.pid, False)
 
     def _spawn(self, coro: Any) -> None:
