@@ -22,6 +22,8 @@ FLAGS = [
     "--use-fake-ui-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
+    # Host candidates as addresses, not mDNS names (which the server does not resolve): loopback only.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 
 

@@ -12,6 +12,7 @@
 
 import { backoffDelay } from '/sdk/backoff.js';
 import { Client, ServerError } from '/sdk/client.js';
+import { RtcLink, rtcSupported } from '/sdk/rtc.js';
 import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/gaa/engine.js';
 import { GaaPlayer } from '/gaa/player.js';
 import { ClockPanel } from './panel.js';
@@ -101,6 +102,10 @@ class App {
     this.lastInviteLink = null; // the last link the host copied (also shown in a toast)
     this.confirming = null; // the two-step button waiting for its second press ('end' or a participant id)
     this.confirmTimer = null;
+    this.rtc = null; // the session's WebRTC link (live streams, state over a data channel), if any
+    this.streamVolume = 1;
+    this.streamMuted = false;
+    this.duck = null; // the local engine's gain while another participant's engine is streamed
   }
 
   async boot() {
@@ -279,6 +284,88 @@ class App {
     session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
     this.wasLeader = null;
     this.renderRoom();
+    this.openRtc(session);
+  }
+
+  /**
+   * Listen to (and, leading, publish) the session's live streams over WebRTC. Without WebRTC in
+   * this browser, or when the server has none to offer (`rtc_unavailable`), the page stays on
+   * the WebSocket, silently: the session works as before, without streams.
+   */
+  async openRtc(session) {
+    await this.closeRtc();
+    if (!rtcSupported()) { this.renderRoom(); return; }
+    const link = new RtcLink(session, { perfToLocal: this.sim.perfToLocal });
+    this.rtc = link;
+    link.setVolume(this.streamVolume);
+    link.setMuted(this.streamMuted);
+    for (const ev of ['listening', 'live', 'media', 'unavailable']) link.addEventListener(ev, () => this.renderRoom());
+    try {
+      await link.open();
+    } catch {
+      if (this.rtc === link) this.rtc = null;
+      await link.close().catch(() => {});
+    }
+    this.renderRoom();
+  }
+
+  async closeRtc() {
+    const link = this.rtc;
+    this.rtc = null;
+    await link?.close().catch(() => {});
+  }
+
+  /** Whether this participant may go live (the leader, or a facilitator). */
+  get canPublish() {
+    const s = this.session;
+    return Boolean(s) && (s.isLeader || Boolean(s.participants.get(s.me)?.facilitator));
+  }
+
+  /** A Go live toggle: start or stop publishing the microphone ('voice') or the engine's output. */
+  async toggleLive(slot) {
+    const link = this.rtc;
+    if (!link || this.liveBusy) return;
+    this.liveBusy = true;
+    this.renderRoom();
+    try {
+      if (link.live.includes(slot)) await link.unpublish(slot);
+      else if (slot === 'voice') await link.publishMic();
+      else {
+        if (!this.player?.running) await this.toggleAudio();
+        if (!this.player?.running) return;
+        await link.publishNode('engine', this.player.ctx, this.player.analyser);
+      }
+    } catch (err) {
+      this.showError(err.code ?? 'live', err instanceof ServerError ? describe(err) : `Could not go live: ${describe(err)}`);
+    } finally {
+      this.liveBusy = false;
+      this.renderRoom();
+    }
+  }
+
+  renderStream() {
+    const s = this.session;
+    const link = this.rtc;
+    $('stream').hidden = !link;
+    if (!link) return;
+    const publish = this.canPublish && this.live;
+    $('go-live').hidden = !this.canPublish;
+    for (const slot of ['voice', 'engine']) {
+      const b = $(`live-${slot}`);
+      const on = link.live.includes(slot);
+      b.setAttribute('aria-pressed', String(on));
+      b.textContent = `${on ? '● ' : ''}${slot === 'voice' ? 'Voice' : 'Engine'}`;
+      b.disabled = !publish || this.liveBusy || (!on && !link.pc);
+    }
+    // Lost the lead: stop publishing (the server no longer forwards it anyway).
+    if (!this.canPublish && link.live.length && !this.liveBusy) for (const slot of link.live) link.unpublish(slot).catch(() => {});
+    $('stream-mute').setAttribute('aria-pressed', String(this.streamMuted));
+    $('stream-mute').textContent = this.streamMuted ? 'Unmute stream' : 'Mute stream';
+    const others = (s.media ?? []).filter((m) => m.publisher !== s.me);
+    const names = others.map((m) => `${m.slot} from ${s.participants.get(m.publisher)?.name ?? 'someone'}`);
+    const heard = names.length ? `Listening: ${names.join(', ')}` : 'Listening (nobody else is live)';
+    $('stream-state').textContent = !link.listening ? 'Connecting the stream…'
+      : link.live.length ? `You are live: ${link.live.join(', ')}. ${names.length ? heard : ''}`.trim() : heard;
   }
 
   bindRoom() {
@@ -287,7 +374,18 @@ class App {
     $('lock-session').addEventListener('click', () => this.moderate(this.session.locked ? 'unlock' : 'lock'));
     $('end-session').addEventListener('click', () => this.twoStep('end', () => this.moderate('end')));
     $('audio-btn').addEventListener('click', () => this.toggleAudio());
+    for (const slot of ['voice', 'engine']) $(`live-${slot}`).addEventListener('click', () => this.toggleLive(slot));
+    $('stream-volume').addEventListener('input', (ev) => {
+      this.streamVolume = Number(ev.target.value);
+      this.rtc?.setVolume(this.streamVolume);
+    });
+    $('stream-mute').addEventListener('click', () => {
+      this.streamMuted = !this.streamMuted;
+      this.rtc?.setMuted(this.streamMuted);
+      this.renderRoom();
+    });
     $('leave-btn').addEventListener('click', async () => {
+      await this.closeRtc();
       await this.session.leave().catch(() => {});
       this.session = null;
       history.replaceState(null, '', '/');
@@ -396,6 +494,7 @@ class App {
     const name = this.session?.name;
     if (name) $('create-form').elements.name.value = name; // "start a new one" keeps it
     this.session = null;
+    this.closeRtc();
     if (this.player?.running) this.toggleAudio(); // nothing left to play
     history.replaceState(null, '', '/');
     this.errors.push({ code, text: $('ended-title').textContent });
@@ -456,6 +555,7 @@ class App {
     $('copy-link').hidden = this.isPrivate && !host;
     $('copy-listen').hidden = !(this.isPrivate && host);
     $('copy-link').disabled = $('copy-listen').disabled = this.isPrivate && !live;
+    this.renderStream();
   }
 
   personRow(p) {
@@ -475,6 +575,19 @@ class App {
     role.className = `badge role${p.id === s.leader ? ' lead' : ''}`;
     role.textContent = p.id === s.leader ? 'leader' : p.role;
     li.append(avatar, name, role);
+    if (p.live?.length) { // publishing a stream
+      const badge = document.createElement('span');
+      badge.className = 'badge live';
+      badge.textContent = `● Live: ${p.live.join(', ')}`;
+      li.append(badge);
+    }
+    if (p.listening) { // its peer connection to the server is up: it hears the streams
+      const mark = document.createElement('span');
+      mark.className = 'badge listening';
+      mark.textContent = 'listening';
+      mark.title = 'Hears the live streams';
+      li.append(mark);
+    }
     if (s.isLeader && p.id !== s.me && p.role !== 'observer' && p.connected !== false) {
       const b = document.createElement('button');
       b.className = 'ghost small';
@@ -589,12 +702,14 @@ class App {
   async toggleAudio() {
     const btn = $('audio-btn');
     if (this.player?.running) {
+      if (this.rtc?.live.includes('engine')) await this.rtc.unpublish('engine').catch(() => {});
       await this.player.stop();
       this.player = null;
       btn.textContent = '▶ Start audio';
       return;
     }
     this.player = new GaaPlayer(this.client, { perfToLocal: this.sim.perfToLocal });
+    this.duck = null;
     try {
       await this.player.start(this.session.applied);
       btn.textContent = '■ Stop audio';
@@ -613,6 +728,15 @@ class App {
       // thread renders its instant (output latency plus buffering ahead of the speakers); a busy
       // main thread (timers firing tens of ms late on a loaded machine) no longer makes it late.
       s.playout.lead = s.playout.buffer.delay;
+      // Someone else's engine is streamed: it is this session's engine, played D later than the
+      // local render; hearing both would be an echo, so the local engine steps aside meanwhile.
+      const streamed = Boolean(this.rtc?.listening) && !this.streamMuted
+        && (s.media ?? []).some((m) => m.slot === 'engine' && m.publisher !== s.me);
+      const gain = streamed ? 0 : 1;
+      if (gain !== this.duck) {
+        this.duck = gain;
+        this.player.master.gain.setTargetAtTime(gain, this.player.ctx.currentTime, 0.05);
+      }
     }
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
     this.panel.render({ delay: s?.playout.buffer.delay, late });

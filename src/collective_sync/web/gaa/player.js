@@ -7,7 +7,7 @@
 // are posted ahead of time with their network instant and take effect on the exact sample: no
 // timers decide when a change is heard.
 
-import { AudioClock } from '../sdk/audio-clock.js';
+import { AudioClock, networkMap } from '../sdk/audio-clock.js';
 import { RAMP } from './engine.js';
 
 const CLOCK_PERIOD_MS = 50; // how often an output timestamp is taken and the map refreshed
@@ -74,12 +74,8 @@ export class GaaPlayer {
     this.audioClock.sample();
     const fit = this.audioClock.fit;
     if (fit.pairs.length < 2) return;
-    const { x0, y0, slope } = fit.line; // context = y0 + slope · (local − x0)
     const ctxTime = this.ctx.currentTime;
-    const local = x0 + (ctxTime - y0) / slope;
-    const net = this.client.network.toNetwork(local);
-    const h = 0.1; // the disciplined clock is piecewise linear (slews): take its local rate
-    const rate = (this.client.network.toNetwork(local + h) - net) / h / slope;
+    const { net, rate } = networkMap(fit, this.client.network, ctxTime);
     if (this.clock) {
       const before = this.clock.net + (ctxTime - this.clock.ctx) * this.clock.rate;
       this.jumps.push([ctxTime, net - before]);

@@ -43,6 +43,30 @@ export class LineFit {
   }
 }
 
+/**
+ * Context time -> network time near context time `ctxTime`, as {ctx, net, rate} meaning
+ * network = net + (contextTime - ctx) · rate: the output-timestamp fit (context <-> local) composed
+ * with the disciplined clock (local <-> network). Audio threads evaluate it per sample; the main
+ * thread refreshes it often (the disciplined clock is piecewise linear: it slews).
+ * @param {LineFit} fit
+ * @param {{toNetwork: (local: number) => number}} network
+ * @param {number} [minSpan] seconds the pairs must span before their slope is used
+ */
+export function networkMap(fit, network, ctxTime, minSpan = 0) {
+  const line = fit.line; // context = y0 + slope · (local − x0)
+  const { x0, y0 } = line;
+  // A slope from pairs close together is mostly their jitter (ms over tens of ms, i.e. percent);
+  // the audio and local clocks differ by ppm, so until the pairs span `minSpan` s take them as equal.
+  const n = fit.pairs.length;
+  const span = n > 1 ? fit.pairs[n - 1][0] - fit.pairs[0][0] : 0;
+  const slope = span >= minSpan ? line.slope : 1;
+  const local = x0 + (ctxTime - y0) / slope;
+  const net = network.toNetwork(local);
+  const h = 0.1; // take the disciplined clock's local rate over a short step
+  const rate = (network.toNetwork(local + h) - net) / h / slope;
+  return { ctx: ctxTime, net, rate };
+}
+
 export class AudioClock {
   /**
    * @param {BaseAudioContext & {getOutputTimestamp?: () => {contextTime: number, performanceTime: number}}} ctx

@@ -26,6 +26,7 @@ import { DisciplinedClock } from './clock.js';
 import { sampleDelay, sampleOffset } from './estimator.js';
 import { JitterBuffer } from './jitter.js';
 import { Scheduler } from './scheduler.js';
+import { VersionGuard } from './versions.js';
 
 /** The browser's clock in seconds (epoch-based, monotonic within a page). */
 export const browserClock = () => (performance.timeOrigin + performance.now()) / 1000;
@@ -112,6 +113,8 @@ export class Session extends EventTarget {
     this.participants = new Map(joined.participants.map((p) => [p.id, p]));
     this.values = { ...joined.state.values };
     this.version = joined.state.v;
+    this.versions = new VersionGuard(joined.state.v); // the snapshot is the truth up to its v
+    this.media = joined.media ?? []; // live streams (MediaSlot), see rtc.js
     this.seq = this.epochChanged ? joined.seq : Math.max(this.seq ?? 0, joined.seq);
     this.playout.seed(this.values, this.epochChanged);
     this.connected = true; // joined on the client's current socket
@@ -167,12 +170,21 @@ export class Session extends EventTarget {
   /** Fold one server message into the view and tell listeners (`presence`, `state`, …). */
   apply(msg, arrivalLocal) {
     switch (msg.type) {
-      case 'state':
-        for (const [path, value] of Object.entries(msg.set)) {
+      case 'state': {
+        // The same update may come over the data channel and the WebSocket, in any order: only
+        // paths newer than what was applied go on (a duplicate or an older copy changes nothing).
+        const set = this.versions.admit(msg.set, msg.v);
+        if (set === null) return;
+        if (set !== msg.set) msg = { ...msg, set };
+        for (const [path, value] of Object.entries(set)) {
           if (value === null) delete this.values[path]; else this.values[path] = value;
         }
-        this.version = msg.v;
+        this.version = Math.max(this.version, msg.v);
         this.playout.onState(msg, this.client.networkTime(arrivalLocal));
+        break;
+      }
+      case 'media':
+        this.media = msg.slots ?? [];
         break;
       case 'presence':
         for (const p of msg.joins ?? []) this.participants.set(p.id, p);
@@ -735,6 +747,7 @@ export class Client extends EventTarget {
         break;
       case 'ack':
       case 'invite':
+      case 'rtc_answer':
         this.settle(msg.rid, msg);
         break;
       case 'error':
@@ -745,6 +758,26 @@ export class Client extends EventTarget {
       default:
         this.sessions.get(msg.session)?.apply(msg, arrival);
     }
+  }
+
+  /**
+   * State from a session's WebRTC data channel (rtc.js): the same messages as on the WebSocket,
+   * one per channel message, unordered and lossy; they take the same path (the per-path version
+   * guard, then the playout jitter buffer). Anything but `state` for that session is ignored.
+   */
+  receiveChannel(sessionId, data, arrival = this.clock()) {
+    let msgs;
+    try {
+      msgs = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const session = this.sessions.get(sessionId);
+    if (!session) return;
+    for (const msg of Array.isArray(msgs) ? msgs : [msgs]) {
+      if (msg?.type === 'state' && msg.session === sessionId) session.apply(msg, arrival);
+    }
+    this.dispatchEvent(new Event('frame'));
   }
 
   /** Feed one exchange to the clock; tell listeners its round trip and how far off the clock was. */
