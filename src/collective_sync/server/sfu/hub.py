@@ -184,17 +184,14 @@ class MediaHub:
         ntp = ntp_now()
         rewriters = slot.rewriters
         sent = 0
-        for pid, sub in list(subscribers.items()):  # safe even if a send ever yields
+        for pid, sub in subscribers.items():  # nothing below yields to the loop
             if sub is peer or not sub.connected:
                 continue
             rw = rewriters.get(pid)
             if rw is None:
                 rw = rewriters[pid] = SeqRewriter(secrets.randbelow(1 << 16))
-            try:
-                await sub.senders[index].forward(rw.map(source, seq_in), ts, marker, payload, ntp)
-            except ConnectionError:
-                continue
-            sent += 1
+            if sub.senders[index].forward(rw.map(source, seq_in), ts, marker, payload, ntp):
+                sent += 1
         stats.packets_out += sent
         stats.bytes_out += sent * (len(payload) + 12)
         elapsed = time.perf_counter() - start

@@ -25,6 +25,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc import clock as rtc_clock
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
@@ -104,15 +105,28 @@ class ForwardingSender(RTCRtpSender):
             self.payload_type = codec.payloadType
         await super().send(parameters)
 
-    async def forward(self, seq: int, ts: int, marker: bool, payload: bytes, ntp: int) -> None:
+    def forward(self, seq: int, ts: int, marker: bool, payload: bytes, ntp: int) -> bool:
+        """Protect and send one packet now; False when this subscriber cannot take it yet.
+
+        Why not `transport._send_rtp`: that is five nested coroutines (DTLS, ICE transport,
+        aioice connection, pair, protocol) around one SRTP protect and one `sendto`, and their
+        cost per subscriber is what limits a session's size (docs/benchmarks.md). This does the
+        same two calls directly, on the pair ICE nominated.
+        """
         pt = self.payload_type
-        if pt is None:
-            return
-        await self.transport._send_rtp(header(pt, marker, seq, ts, self._ssrc) + payload)
+        dtls = self.transport
+        if pt is None or dtls._state is not DtlsState.CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)  # RTP and RTCP share component 1
+        if pair is None:
+            return False
+        packet = header(pt, marker, seq, ts, self._ssrc) + payload
+        pair.protocol.transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
         self._RTCRtpSender__ntp_timestamp = ntp
         self._RTCRtpSender__rtp_timestamp = ts
         self._RTCRtpSender__octet_count += len(payload)  # type: ignore[attr-defined]
         self._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
+        return True
 
 
 def ntp_now() -> int:
