@@ -131,3 +131,12 @@ def test_only_usable_candidates_are_kept_and_at_most_a_bound() -> None:
     assert kept == ["127.0.0.1", "10.1.2.3", "::1"]
     many = "v=0\r\n" + "".join(f"a=candidate:{i} 1 udp 1 127.0.0.1 {i} typ host\r\n" for i in range(100))
     assert usable_candidates(many, True).count("a=candidate") == MAX_CANDIDATES
+
+
+def test_no_rate_is_fitted_from_a_short_or_implausible_history() -> None:
+    tl = SlotTimeline(first_ts=0)
+    _stream(tl, "A", 15.0, start=1.0, jitter=0.02, seed=3)  # a busy start: 20 ms queueing
+    assert tl.map is not None and tl.map.rate == RATE  # too short a span to believe a slope
+    far = SlotTimeline(first_ts=0)
+    _stream(far, "A", 120.0, start=1.0, ppm=800.0)  # no sound card is this far off
+    assert far.map is not None and far.map.rate == RATE

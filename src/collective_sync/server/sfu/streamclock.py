@@ -37,14 +37,16 @@ class SlotTimeline:
     changed (tell the listeners)."""
 
     MAX_JUMP_S = 10.0  # a jump this large inside one source is a restart: rebase
-    MAX_RATE_ERROR = 1e-3  # a fitted rate further than this from nominal is not believed
+    MAX_RATE_ERROR = 2e-4  # a fitted rate further than this from nominal is not believed
+    MIN_FIT_SPAN = 20.0  # seconds of window minima before a rate is fitted (short fits are noise)
+    RATE_STEP = 5e-6  # a rate change smaller than this (relative) is not republished
 
     def __init__(
         self,
         first_ts: int,
         clock_rate: int = 48000,
         window: float = 2.0,
-        windows: int = 15,
+        windows: int = 30,
         tolerance: float = 0.0005,
         max_age: float = 600.0,
     ) -> None:
@@ -106,14 +108,14 @@ class SlotTimeline:
         at, rate = self._fit(now_ext)
         moved = abs(at - self._at(now_ext)) > self.tolerance
         stale = arrival - self._mapped_at > self.max_age
-        if moved or stale or abs(rate - self.map.rate) > 2e-6 * self.nominal:
+        if moved or stale or abs(rate - self.map.rate) > self.RATE_STEP * self.nominal:
             return self._publish(now_ext, at, rate, arrival)
         return None
 
     def _fit(self, ext: int) -> tuple[float, float]:
         """The lower-envelope line at `ext`: least squares through the window minima."""
         pts = self._points
-        if len(pts) < 3:
+        if len(pts) < 3 or (pts[-1][0] - pts[0][0]) / self.nominal < self.MIN_FIT_SPAN:
             base = min(arr - (e - ext) / self.nominal for e, arr in pts)
             return base, self.nominal
         n = len(pts)
