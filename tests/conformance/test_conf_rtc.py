@@ -117,3 +117,27 @@ async def test_candidates_are_bounded_and_need_a_peer(server) -> None:
     for rid in range(4, 4 + 40):  # more than the server will use: all accepted, extras ignored
         msg = {"type": "rtc_candidate", "session": sid, "candidate": line, "sdpMLineIndex": 0}
         assert await raw.request(msg, rid=rid) == {"type": "ack", "rid": rid}
+
+
+@pytest.mark.config(rtc=False)
+async def test_rtc_close_is_idempotent(server) -> None:
+    raw, sid, _ = await session_with(server.url)
+    for rid in (1, 2):  # nothing to close (and no WebRTC at all): still acked
+        assert await raw.request({"type": "rtc_close", "session": sid}, rid=rid) == {
+            "type": "ack",
+            "rid": rid,
+        }
+
+
+async def test_rtc_close_closes_and_can_be_repeated(server) -> None:
+    raw, sid, _ = await session_with(server.url)
+    assert (await raw.request({"type": "rtc_offer", "session": sid, "sdp": await make_offer()}, rid=1))[
+        "type"
+    ] == "rtc_answer"
+    for rid in (2, 3):
+        assert await raw.request({"type": "rtc_close", "session": sid}, rid=rid) == {
+            "type": "ack",
+            "rid": rid,
+        }
+    reply = await raw.request({"type": "rtc_publish", "session": sid, "slot": "voice"}, rid=4)
+    assert reply["code"] == "rtc_unavailable"  # closed: publishing needs a new offer

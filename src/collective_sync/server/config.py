@@ -51,7 +51,10 @@ class ServerConfig:
     rtc: bool = True  # the SFU (WebRTC media and data channels); off: the WebSocket carries everything
     rtc_hosts: tuple[str, ...] | None = None  # addresses to offer ICE candidates on; None: see app.py
     rtc_max_peers: int = 500  # peer connections in the whole server
-    rtc_state_channel_max: int = 100  # per session: above this many peers, state stays on the WebSocket
+    # Per session: above this many peers, state stays on the WebSocket. A data-channel delivery
+    # costs the server 3.5-5.5x the CPU of a WebSocket one (aiortc's SCTP is Python): measured in
+    # docs/benchmarks.md, worth it for the tail under loss only in small sessions.
+    rtc_state_channel_max: int = 16
     rtc_state_repair: float = 0.25  # how soon the WebSocket repairs state sent over a data channel
 
     @property

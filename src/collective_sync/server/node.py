@@ -607,8 +607,10 @@ class Node:
         self._ack(conn, msg.rid)
 
     def _rtc_close(self, conn: Connection, msg: RtcClose, now: float) -> None:
+        """Idempotent: with no peer connection (or no WebRTC at all) there is nothing to close."""
         session, pid = self._member(conn, msg.session)
-        self._hub().close(session.id, pid)
+        if self.media is not None:
+            self.media.close(session.id, pid)
         self._ack(conn, msg.rid)
 
     # hub -> node (HubListener)
