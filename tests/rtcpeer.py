@@ -49,11 +49,6 @@ class Tone(MediaStreamTrack):
         return frame
 
 
-def peak_hz(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * RATE / len(samples))
-
-
 async def publish(args: argparse.Namespace) -> None:
     client = await Client.connect(args.url)
     session = await client.create("Publisher")
@@ -65,20 +60,44 @@ async def publish(args: argparse.Namespace) -> None:
     await client.close()
 
 
+async def record(track: MediaStreamTrack, seconds: float) -> np.ndarray:
+    """`seconds` of the track's first channel, after half a second of codec start-up."""
+    chunks: list[np.ndarray] = []
+    needed = int(seconds * RATE)
+    while sum(len(c) for c in chunks) < needed + RATE // 2:
+        frame = await track.recv()
+        pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(float)
+        chunks.append(pcm)
+    return np.concatenate(chunks)[RATE // 2 :][:needed]
+
+
+def peaks(samples: np.ndarray, rate: float = RATE, count: int = 3, min_hz: float = 20.0) -> list[float]:
+    """The `count` strongest spectral peaks (Hz), strongest first, 10 Hz apart at least."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    spectrum[freqs < min_hz] = 0
+    found: list[float] = []
+    for i in np.argsort(spectrum)[::-1]:
+        if all(abs(freqs[i] - f) >= 10 for f in found):
+            found.append(float(freqs[i]))
+        if len(found) == count:
+            break
+    return found
+
+
 async def listen(args: argparse.Namespace) -> None:
     client = await Client.connect(args.url)
     session = await client.join(args.session, "Listener")
     link = await RtcLink.open(session)
-    track = link.track(args.slot)
-    chunks: list[np.ndarray] = []
-    needed = int(args.seconds * RATE)
-    async with asyncio.timeout(args.seconds + 20):
-        while sum(len(c) for c in chunks) < needed + RATE // 2:
-            frame = await track.recv()
-            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(float)
-            chunks.append(pcm)
-    samples = np.concatenate(chunks)[RATE // 2 :][:needed]  # past the codec's start-up
-    print(json.dumps({"peak_hz": peak_hz(samples), "samples": len(samples), "me": session.me}), flush=True)
+    slots = args.slot.split(",")
+    async with asyncio.timeout(args.seconds + 30):
+        heard = await asyncio.gather(*(record(link.track(slot), args.seconds) for slot in slots))
+    report = {
+        slot: {"peaks": peaks(x), "rms": float(np.sqrt(np.mean(x**2)))}
+        for slot, x in zip(slots, heard, strict=True)
+    }
+    first = report[slots[0]]["peaks"][0]
+    print(json.dumps({"peak_hz": first, "slots": report, "me": session.me}), flush=True)
     await link.close()
     await client.close()
 

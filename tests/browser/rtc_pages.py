@@ -20,6 +20,9 @@ import numpy as np
 from conftest import FLAGS, chromium_path
 from demo_pages import create_on_demo, open_page
 from playwright.async_api import Browser, Page, async_playwright
+from rtcpeer import peaks as spectrum_peaks  # the same analysis for the Python listener
+
+__all__ = ["spectrum_peaks"]
 
 RATE = 48000
 VOICE_TONE = 1330.0  # Hz: the steady part of the "voice" (not a harmonic of the engine's base)
@@ -185,20 +188,6 @@ def recording(dump: dict[str, Any]) -> Recording:
         for s in ("voice", "engine")
     }
     return Recording(intercept + slope * frames / dump["sr"], slots, float(dump["sr"]))
-
-
-def spectrum_peaks(x: np.ndarray, rate: float, count: int = 3, min_hz: float = 20.0) -> list[float]:
-    """The `count` strongest spectral peaks (Hz), each at least 10 Hz from a stronger one."""
-    mag = np.abs(np.fft.rfft(x * np.hanning(x.size)))
-    freqs = np.fft.rfftfreq(x.size, 1 / rate)
-    mag[freqs < min_hz] = 0
-    peaks: list[float] = []
-    for i in np.argsort(mag)[::-1]:
-        if all(abs(freqs[i] - f) > 10 for f in peaks):
-            peaks.append(float(freqs[i]))
-        if len(peaks) == count:
-            break
-    return peaks
 
 
 def lag_between(

@@ -12,6 +12,8 @@ each slot at the same true instant (the issue's bound: 5 ms; goal 1 ms).
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from rtc_pages import (
     write_voice_wav,
 )
 from support import ServerProcess
+
+PEER = Path(__file__).resolve().parent.parent / "rtcpeer.py"  # a Python (aiortc) participant
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 # Playout delay D for the session: three Chromium renderers, the server and its SFU share two
@@ -94,7 +98,33 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
     wav = write_voice_wav(tmp_path / "voice.wav")
     async with publisher_browser(wav) as pub_browser:
         pub = await start_publisher(pub_browser, http, playout_delay=PLAYOUT_DELAY)
+        # A Python (aiortc) listener too, in its own process: it records both slots.
+        py_listener = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(PEER),
+            "listen",
+            http.replace("http", "ws", 1) + "/ws",
+            pub.session,
+            "--slot",
+            "voice,engine",
+            "--seconds",
+            "3",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         pages = [await listener(browser, http, pub.session, name) for name in ("Ben", "Chloé")]
+        try:
+            assert py_listener.stdout is not None
+            line = await asyncio.wait_for(py_listener.stdout.readline(), 60)
+        finally:
+            if py_listener.returncode is None:
+                py_listener.kill()
+            _, err = await py_listener.communicate()
+        assert line, err.decode()[-2000:]
+        heard = json.loads(line)["slots"]
+        print("python listener:", heard)
+        assert abs(heard["voice"]["peaks"][0] - VOICE_TONE) < 3, heard
+        assert all(min(abs(f - 55 * k) for k in range(1, 9)) < 3 for f in heard["engine"]["peaks"]), heard
         for page in pages:
             await wait_for(page, MAPPED, 20)
             await wait_for(page, "demo.rtc.player.gains.size === 2", 20)  # the player starts with a stream
