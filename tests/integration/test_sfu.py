@@ -243,3 +243,21 @@ async def test_a_publisher_whose_peer_connection_ends_is_no_longer_live(server, 
         await b.wait_for(lambda x: "voice" in x.media)
     finally:
         await again.close()
+
+
+async def test_a_packet_libsrtp_refuses_is_skipped_not_an_error_for_the_fan_out(server, connect) -> None:
+    """libsrtp refuses to protect an index far behind the newest (a packet that arrives minutes
+    late, or a publisher whose numbering jumped back): that subscriber is skipped, the loop goes
+    on."""
+    lea, ben = await connect(), await connect()
+    s = await lea.create("Lea")
+    b = await ben.join(s.id, "Ben")
+    links = [await RtcLink.open(s), await RtcLink.open(b)]
+    try:
+        sender = server.server.node.media.peers[s.id][b.me].senders[0]
+        assert all(sender.forward(seq, seq * 960, False, b"\xfc" * 40, 0) for seq in range(100, 6000))
+        assert not sender.forward(100, 96000, False, b"\xfc" * 40, 0)  # 5900 packets (2 min) late
+        assert sender.forward(6000, 6000 * 960, False, b"\xfc" * 40, 0)
+    finally:
+        for link in links:
+            await link.close()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -120,8 +121,11 @@ class ForwardingSender(RTCRtpSender):
         pair = dtls.transport._connection._nominated.get(1)  # RTP and RTCP share component 1
         if pair is None:
             return False
-        packet = header(pt, marker, seq, ts, self._ssrc) + payload
-        pair.protocol.transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
+        try:  # libsrtp refuses an index it already protected (a duplicated incoming packet)
+            protected = dtls._tx_srtp.protect(header(pt, marker, seq, ts, self._ssrc) + payload)
+        except pylibsrtp.Error:
+            return False
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
         self._RTCRtpSender__ntp_timestamp = ntp
         self._RTCRtpSender__rtp_timestamp = ts
         self._RTCRtpSender__octet_count += len(payload)  # type: ignore[attr-defined]
