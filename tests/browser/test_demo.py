@@ -144,7 +144,9 @@ class Heard:
 
 QUANTUM = 128  # frames per render quantum
 STEP_LIMIT = 2.0  # ms: an output-timeline shift beyond this is an underrun's (headless jitter is ~0.1 ms)
-JUMP_LIMIT = 100.0  # µs: a clock-map step beyond this is a phase jump the residual would count
+# µs: a clock-map step beyond this is a phase jump the residual would count (89 µs is a radian at a
+# 1.8 kHz harmonic: seen once in CI to lift a page's residual to 0.38 with its shift at 0.07 ms).
+JUMP_LIMIT = 50.0
 WANDER = 0.25e-3  # s: clock wander allowed within the window (the accuracy goal is 1 ms)
 STARVE_SPAN = 30.0  # s: a page starved this recently (output-timeline step) is not judged yet
 CALM_WAIT = 45.0  # s: how long a change waits for every page to be that long without a step
