@@ -141,3 +141,18 @@ async def test_rtc_close_closes_and_can_be_repeated(server) -> None:
         }
     reply = await raw.request({"type": "rtc_publish", "session": sid, "slot": "voice"}, rid=4)
     assert reply["code"] == "rtc_unavailable"  # closed: publishing needs a new offer
+
+
+@pytest.mark.config(rtc_max_peers=1)
+async def test_past_the_peer_limit_an_offer_gets_rtc_unavailable(server) -> None:
+    raw, sid, _ = await session_with(server.url)
+    assert (await raw.request({"type": "rtc_offer", "session": sid, "sdp": await make_offer()}, rid=1))[
+        "type"
+    ] == "rtc_answer"
+    ben = await Raw.open(server.url)
+    await ben.request({"type": "join", "session": sid, "name": "Ben"}, rid=1)
+    reply = await ben.request({"type": "rtc_offer", "session": sid, "sdp": await make_offer()}, rid=2)
+    assert reply["code"] == "rtc_unavailable"  # the one peer connection is taken: stay on the WebSocket
+    await raw.request({"type": "rtc_close", "session": sid}, rid=2)  # frees it
+    reply = await ben.request({"type": "rtc_offer", "session": sid, "sdp": await make_offer()}, rid=3)
+    assert reply["type"] == "rtc_answer"

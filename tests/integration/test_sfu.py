@@ -19,11 +19,13 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import pytest
 from rtcpeer import Tone
+from support import make_config
 
-from collective_sync.client import ServerError
+from collective_sync.client import Client, ServerError
 from collective_sync.client.rtc import RtcLink
 from collective_sync.netem import Impairment, ImpairProxy
 from collective_sync.protocol.messages import Media, RtcPublish
+from collective_sync.server.app import start
 
 PEER = Path(__file__).resolve().parent.parent / "rtcpeer.py"
 
@@ -261,3 +263,26 @@ async def test_a_packet_libsrtp_refuses_is_skipped_not_an_error_for_the_fan_out(
     finally:
         for link in links:
             await link.close()
+
+
+@pytest.mark.timeout(60)
+async def test_past_the_data_channel_cap_state_stays_on_the_websocket() -> None:
+    server, port = await start(make_config(rtc_state_channel_max=1))
+    url = f"ws://127.0.0.1:{port}/ws"
+    clients = [await Client.connect(url) for _ in range(2)]
+    try:
+        s = await clients[0].create("Lea")
+        b = await clients[1].join(s.id, "Ben")
+        links = [await RtcLink.open(s), await RtcLink.open(b)]  # two peers: one past the cap
+        for i in range(10):
+            await s.set({"geometry.torus.R": i})
+        await b.wait_for(lambda x: x.values.get("geometry.torus.R") == 9)
+        assert links[1].state_received == 0 and server.node.media.stats.state_sent == 0
+        await links[0].close()  # back to one peer: the channel carries state again
+        await s.set({"geometry.torus.R": 10})
+        await b.wait_for(lambda x: links[1].state_received == 1 and x.values.get("geometry.torus.R") == 10)
+        await links[1].close()
+    finally:
+        for c in clients:
+            await c.close()
+        await server.stop()

@@ -93,3 +93,4 @@ class RtcLink:
             if type(msg) is StateOut and msg.session == self.session.id:
                 self.state_received += 1
                 self.session.apply(msg, arrival)
+                self.session.changed.notify()  # also when it was a copy: `state_received` moved
