@@ -193,7 +193,7 @@ async def test_demo_go_live_shows_live_and_listening_and_the_volume_works(server
     ben = await listener(browser, server.http, pub.session, "Ben")
     leader = pub.page
     go_live = leader.get_by_role("group", name="Go live")
-    assert await go_live.is_visible()
+    await go_live.wait_for()  # visible to the leader once its link is drawn
     assert await ben.get_by_role("group", name="Go live").is_hidden()  # only the leader (or a facilitator)
 
     # Keyboard: focus the Engine toggle and press Enter.
@@ -201,7 +201,8 @@ async def test_demo_go_live_shows_live_and_listening_and_the_volume_works(server
     await engine.focus()
     await leader.keyboard.press("Enter")
     await leader.wait_for_function("() => demo.rtc.live.includes('engine')", timeout=15000)
-    assert await engine.get_attribute("aria-pressed") == "true"
+    # the toggle shows it once the page has drawn the new state
+    await leader.get_by_role("button", name="Go live with the engine's sound", pressed=True).wait_for()
     # The listener sees the publisher live, and both marked as listening.
     row = ben.locator(f"#people li[data-id='{pub.participant}']")
     await row.locator(".badge.live", has_text="● Live: engine").wait_for()
@@ -227,7 +228,7 @@ async def test_demo_go_live_shows_live_and_listening_and_the_volume_works(server
     await mute.focus()
     await ben.keyboard.press("Space")
     await ben.wait_for_function(f"() => {gain} < 0.001")
-    assert await ben.get_by_role("button", name="Unmute stream").get_attribute("aria-pressed") == "true"
+    await ben.get_by_role("button", name="Unmute stream", pressed=True).wait_for()
     await ben.get_by_role("button", name="Unmute stream").click()
     await ben.wait_for_function(f"() => Math.abs({gain} - 0.5) < 0.01")
 
