@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,18 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def launch_chromium(*extra: str) -> AsyncIterator[Browser]:
+    """Debian's Chromium with the loopback-only flags, plus `extra` (flags are per browser)."""
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=chromium_path(), args=FLAGS)
+        b = await pw.chromium.launch(executable_path=chromium_path(), args=[*FLAGS, *extra])
         try:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with launch_chromium() as b:
+        yield b

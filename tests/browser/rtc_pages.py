@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import FLAGS, chromium_path
+from conftest import launch_chromium
 from demo_pages import create_on_demo, open_page
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from rtcpeer import peaks as spectrum_peaks  # the same analysis for the Python listener
 
 __all__ = ["spectrum_peaks"]
@@ -54,13 +54,10 @@ def write_voice_wav(path: Path, seconds: float = 4.0) -> Path:
 @asynccontextmanager
 async def publisher_browser(wav: Path) -> AsyncIterator[Browser]:
     """A separate Chromium whose fake microphone plays `wav` (the flags are per browser)."""
-    flags = [*FLAGS, "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium_path(), args=flags)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launch_chromium(
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"
+    ) as browser:
+        yield browser
 
 
 @dataclass
