@@ -19,7 +19,17 @@ import msgspec
 import numpy as np
 
 from .errors import ErrorCode, ProtocolError
-from .messages import CLIENT_TYPES, ClientMessage, Control, Create, Join, ServerMessage, StateSet, UpdateMeta
+from .messages import (
+    CLIENT_TYPES,
+    ClientMessage,
+    Control,
+    Create,
+    Join,
+    ServerMessage,
+    Signal,
+    StateSet,
+    UpdateMeta,
+)
 
 MAX_DEPTH = 32  # nesting levels of objects/arrays in one frame; the message object is level 1
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript) reads exactly
@@ -53,7 +63,7 @@ def decode_client(data: bytes, max_bytes: int) -> ClientMessage:
             data.decode()
         except UnicodeDecodeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED, f"not valid UTF-8 (byte {exc.start})") from None
-    if _too_deep(data):
+    if too_deep(data):
         raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {MAX_DEPTH} levels")
     try:
         msg = _client_decoder.decode(data)
@@ -71,7 +81,7 @@ def too_large(size: int, max_bytes: int) -> ProtocolError:
     return ProtocolError(ErrorCode.TOO_LARGE, f"message of {size} bytes exceeds the limit of {max_bytes}")
 
 
-def _too_deep(data: bytes) -> bool:
+def too_deep(data: bytes) -> bool:
     """True if objects/arrays nest deeper than MAX_DEPTH (string contents do not count).
 
     msgspec has no depth limit of its own and recurses on the C stack; the common frame has fewer
@@ -94,6 +104,8 @@ def _check_integers(msg: ClientMessage) -> None:
             free = [msg.meta]
         case Control():
             free = [msg.payload]
+        case Signal():
+            free = [msg.signal]
         case StateSet():
             free = list(msg.set.values())
         case _:

@@ -209,6 +209,16 @@ class Auth(_Msg, tag="auth"):
     rid: Rid | None = None
 
 
+class Signal(_Msg, tag="signal"):
+    """Point-to-point data for other members (WebRTC signalling between participants): `to` is
+    a participant id, or a user id (every participant of that user gets it)."""
+
+    session: SessionId
+    to: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    signal: Any = None
+    rid: Rid | None = None
+
+
 ClientMessage = (
     Create
     | Join
@@ -225,6 +235,7 @@ ClientMessage = (
     | RtcCandidate
     | RtcPublish
     | RtcClose
+    | Signal
 )
 CLIENT_TYPES: frozenset[str] = frozenset(
     {
@@ -243,6 +254,7 @@ CLIENT_TYPES: frozenset[str] = frozenset(
         "rtc_candidate",
         "rtc_publish",
         "rtc_close",
+        "signal",
     }
 )
 
@@ -396,6 +408,13 @@ class TimeReply(_Msg, tag="time"):
     t2: float
 
 
+class SignalOut(_Msg, tag="signal"):
+    session: str
+    sender: str = msgspec.field(name="from")
+    to: str = ""
+    signal: Any = None
+
+
 class Error(_Msg, tag="error"):
     code: str
     message: str
@@ -418,4 +437,5 @@ ServerMessage = (
     | Invite
     | RtcAnswer
     | Media
+    | SignalOut
 )

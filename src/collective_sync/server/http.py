@@ -1,4 +1,5 @@
-"""The small HTTP API served beside the WebSocket endpoint (GET only, JSON or Prometheus text)."""
+"""The small HTTP API served beside the WebSocket endpoint (GET, JSON or Prometheus text; POST and
+OPTIONS only for the Supabase-compatible `get-server-time` function)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ class HttpResponse:
     status: int
     content_type: str
     body: bytes
+    headers: dict[str, str] | None = None  # beyond the base ones
+
+
+SERVER_TIME_PATH = "/functions/v1/get-server-time"  # where supabase-js' functions.invoke() calls
+# supabase-js calls functions from the app's own origin: any origin may read the time (no cookies).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "authorization, x-client-info, apikey, content-type, x-region",
+    "Access-Control-Max-Age": "86400",
+}
 
 
 class _SessionInfo(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -53,7 +65,7 @@ BASE_HEADERS = {"Cache-Control": "no-store", **SECURITY_HEADERS}  # on every HTT
 
 def response_headers(resp: HttpResponse) -> dict[str, str]:
     """Headers of a response from this API (GET and HEAD alike)."""
-    return {"Content-Type": resp.content_type, **BASE_HEADERS}
+    return {"Content-Type": resp.content_type, **BASE_HEADERS, **(resp.headers or {})}
 
 
 def _json(status: int, obj: object) -> HttpResponse:
@@ -82,10 +94,34 @@ class HttpApi:
             return _json(200, {"sessions": self._public_sessions()})
         if path == "/api/time":
             return self._time(query, t1)
+        if path == SERVER_TIME_PATH:
+            return self._server_time()
         static = self.static.get(path)
         if static is not None:
             return HttpResponse(200, static[0], static[1])
         return _json(404, {"error": "not_found", "message": f"no resource at {path}"})
+
+    def other(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST and OPTIONS (tcp.RequestGate): only the `get-server-time` function and its CORS
+        preflight; the request body, if any, is not read (the function takes no arguments)."""
+        path = target.partition("?")[0]
+        if path != SERVER_TIME_PATH:
+            resp = _json(405, {"error": "method_not_allowed", "message": f"{method} is not served at {path}"})
+            return resp.status, {**response_headers(resp), "Allow": "GET, HEAD"}, resp.body
+        if method == "OPTIONS":
+            return 204, dict(CORS_HEADERS), b""
+        resp = self._server_time()
+        return resp.status, response_headers(resp), resp.body
+
+    def _server_time(self) -> HttpResponse:
+        """The app's `get-server-time` edge function: `serverTime` in milliseconds of network time
+        (what it adds to Date.now() as its offset). The native `/api/time` exchange is better:
+        it gives the server's receive and send times, so the client can split the round trip."""
+        return HttpResponse(
+            200, JSON, msgspec.json.encode({"serverTime": self.node.clock() * 1000.0}), CORS_HEADERS
+        )
 
     def _metrics_refused(self, authorization: str | None) -> HttpResponse | None:
         """/metrics takes `Authorization: Bearer <--metrics-token>` when one is set; without one

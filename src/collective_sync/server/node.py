@@ -45,6 +45,8 @@ from ..protocol.messages import (
     RtcClose,
     RtcOffer,
     RtcPublish,
+    Signal,
+    SignalOut,
     StateOut,
     StateSet,
     TimeReply,
@@ -191,6 +193,7 @@ class Node:
             RtcCandidate: self._rtc_candidate,
             RtcPublish: self._rtc_publish,
             RtcClose: self._rtc_close,
+            Signal: self._signal,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -261,22 +264,36 @@ class Node:
 
     def receive(self, conn: Connection, data: bytes) -> None:
         """One complete client frame. Every failure becomes a typed error to this sender only."""
+        if self.admit(conn):
+            self.request(conn, data)
+
+    def admit(self, conn: Connection) -> bool:
+        """Count one client frame against the connection's and its user's rate; False: drop it
+        (the sender was told, or is being closed for flooding)."""
         if conn.closing or self.stopping:
-            return  # stopping: everything is being persisted; the 1001 that follows says why
+            return False  # stopping: everything is being persisted; the 1001 that follows says why
         now = self.clock()
         self.stats.frames_in += 1
         verdict = conn.bucket.take(now)
         if verdict is not Verdict.OK:
             self._rate_limited(conn, verdict)
-            return
+            return False
         if conn.identity is not None:  # and the user's budget, shared by all its connections
             user_bucket = self._user_buckets[conn.identity.user]
             verdict = user_bucket.take(now)
             if verdict is not Verdict.OK:
                 self._rate_limited(conn, verdict)
-                return
+                return False
         if not conn.bucket.excess:  # back under the rate: a later drop is told again
             conn.told_rate_limited = False
+        return True
+
+    def request(self, conn: Connection, data: bytes) -> None:
+        """One native message, already admitted (a gateway translates one frame of its own
+        protocol into requests and admits the frame once)."""
+        if conn.closing or self.stopping:
+            return
+        now = self.clock()
         try:
             msg = decode_client(data, self.config.max_message_bytes)
         except ProtocolError as exc:
@@ -557,6 +574,17 @@ class Node:
         session, pid = self._member(conn, msg.session)
         self._publish(session, session.set_state(pid, msg.set, msg.at, now))
         self._note_state(session)
+        self._ack(conn, msg.rid)
+
+    def _signal(self, conn: Connection, msg: Signal, now: float) -> None:
+        """Delivered to `to` only (a participant, or every participant of a user), never stored."""
+        session, pid = self._member(conn, msg.session)
+        targets = session.addressed(msg.to, pid)
+        if not targets:
+            raise ProtocolError(ErrorCode.INVALID_TARGET, f"no participant {msg.to!r} in this session")
+        out = SignalOut(session=session.id, sender=pid, to=msg.to, signal=msg.signal)
+        outs = [Out(out, to=t) for t in targets]
+        self._after(session, lambda: self._send(session, outs))
         self._ack(conn, msg.rid)
 
     # --- WebRTC signalling (the SFU is in server/sfu; the rules are the session's) -----------

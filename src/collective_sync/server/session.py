@@ -325,6 +325,17 @@ class Session:
 
     # --- requests --------------------------------------------------------------------------
 
+    def addressed(self, to: str, sender: str) -> list[str]:
+        """Who a `signal` to `to` reaches: that participant, or every participant of the user
+        `to` (its verified user, else the `user_id` its meta claims), never the sender."""
+        if to in self.participants:
+            return [to] if to != sender else []
+        return [
+            p.id
+            for p in self.participants.values()
+            if p.id != sender and (p.user == to or (p.user is None and p.meta.get("user_id") == to))
+        ]
+
     def admit(self, user: str | None, resuming: bool) -> None:
         """May this user come in? A removed user never again; while locked, only those coming
         back (resume) and the host's user."""

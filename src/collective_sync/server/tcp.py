@@ -6,7 +6,9 @@ frame we sent before the peer could read it (the client sees 1006 instead of our
 Both are TCP-level matters no WebSocket library here handles, so this module does them:
 
 - `RequestGate` reads the first bytes of a connection. GET goes to picows unchanged (upgrade or
-  plain HTTP); HEAD is answered here with GET's headers and no body; any other method gets 405.
+  plain HTTP); HEAD is answered here with GET's headers and no body; POST and OPTIONS (a small
+  body at most) go to the `other` handler (the Supabase-compatible function path and its CORS
+  preflight); any other method gets 405.
 - `LingeringTransport` is the transport picows writes to. Its `close()` (picows calls it after
   queueing a close frame) does not drop the socket: it half-closes it once the close frame is
   written (FIN), discards whatever the peer still sends, and drops the socket when the peer
@@ -21,6 +23,7 @@ from http import HTTPStatus
 from typing import Any, cast
 
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers of a HEAD or refused request (as picows' limit)
+MAX_BODY_BYTES = 64 * 1024  # body of a POST answered here
 
 
 class LingeringTransport:
@@ -73,6 +76,8 @@ class _Drain(asyncio.Protocol):
 
 
 HeadHandler = Callable[[str], tuple[int, dict[str, str], int]]
+# (method, target, headers with lower-case names, body) -> (status, headers, body)
+OtherHandler = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
 
 
 class RequestGate(asyncio.Protocol):
@@ -85,9 +90,11 @@ class RequestGate(asyncio.Protocol):
         headers: dict[str, str],
         linger: float,
         timeout: float,
+        other: OtherHandler | None = None,
     ):
         self._websocket = websocket
         self._head = head
+        self._other = other
         self._headers = headers  # on every response answered here
         self._linger = linger
         self._timeout = timeout  # for the request head (picows restarts it for a GET)
@@ -118,8 +125,11 @@ class RequestGate(asyncio.Protocol):
                 self._reply(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {})
             return
         request_line = bytes(self._buffer[: self._buffer.find(b"\r\n")]).split(b" ")
+        if request_line[0] in (b"POST", b"OPTIONS") and len(request_line) == 3 and self._other is not None:
+            self._answer_other(request_line[0].decode(), request_line[1].decode("latin-1"), end)
+            return
         if request_line[0] != b"HEAD" or len(request_line) != 3:
-            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD, POST, OPTIONS"})
             return
         status, headers, length = self._head(request_line[1].decode("latin-1"))
         self._reply(HTTPStatus(status), headers, length)
@@ -127,6 +137,30 @@ class RequestGate(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+    def _answer_other(self, method: str, target: str, end: int) -> None:
+        """POST/OPTIONS: wait for the whole (small) body, then answer with the handler's response."""
+        assert self._other is not None
+        headers: dict[str, str] = {}
+        for line in bytes(self._buffer[:end]).split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if sep:
+                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._reply(HTTPStatus.LENGTH_REQUIRED, {})
+            return
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > 0 else HTTPStatus.BAD_REQUEST, {})
+            return
+        body = bytes(self._buffer[end + 4 : end + 4 + length])
+        if len(body) < length:
+            return  # the rest of the body is still coming
+        status, extra, content = self._other(method, target, headers, body)
+        self._reply(HTTPStatus(status), extra, len(content), content)
 
     def _hand_over(self, t: asyncio.Transport) -> None:
         """Give the connection, and the bytes read so far, to picows."""
@@ -143,13 +177,13 @@ class RequestGate(asyncio.Protocol):
             ws.buffer_updated(n)
             data = data[n:]
 
-    def _reply(self, status: HTTPStatus, headers: dict[str, str], length: int = 0) -> None:
-        """A body-less response, then close (lingering, as the peer may still be sending)."""
+    def _reply(self, status: HTTPStatus, headers: dict[str, str], length: int = 0, body: bytes = b"") -> None:
+        """A response (body-less unless given), then close (lingering, as the peer may still be sending)."""
         t = self._transport
         assert t is not None
         if self._timer is not None:
             self._timer.cancel()
         lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Content-Length: {length}", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in (self._headers | headers).items()]
-        t.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        t.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         LingeringTransport(t, self._linger).close()

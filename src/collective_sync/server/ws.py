@@ -12,18 +12,23 @@ import logging
 import socket
 import ssl
 from http import HTTPStatus
+from urllib.parse import parse_qs
 
+import msgspec
 import picows
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
 from ..protocol.errors import CloseCode
+from ..realtime import phoenix
+from ..realtime.gateway import RealtimeSocket, ResumeBook
 from .http import BASE_HEADERS, HttpApi, response_headers
-from .node import Connection, Node
+from .node import Connection, FrameSink, Node
 from .tcp import LingeringTransport, RequestGate
 
 # Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
 _picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
 WS_PATH = "/ws"
+REALTIME_PATH = "/realtime/v1/websocket"  # where supabase-js connects (`<url>/realtime/v1` + /websocket)
 RESTART_REASON = "server restarting; reconnect and resume"
 log = logging.getLogger("collective_sync.ws")
 PING_IDLE = 15.0  # seconds without traffic before the server pings
@@ -33,7 +38,7 @@ PING_REPLY = 10.0  # seconds a ping may wait for its pong before the connection 
 class _Peer(WSListener):
     """One WebSocket connection: frames to `node.receive`, flow control to `node.pause/resume`."""
 
-    __slots__ = ("_fragments", "_fragments_size", "conn", "node", "transport")
+    __slots__ = ("_binary", "_fragments", "_fragments_size", "conn", "node", "transport")
 
     def __init__(self, node: Node):
         self.node = node
@@ -41,6 +46,14 @@ class _Peer(WSListener):
         self.conn: Connection | None = None
         self._fragments: list[bytes] | None = None
         self._fragments_size = 0
+        self._binary = False  # the message being reassembled came in binary frames
+
+    def received(self, conn: Connection, data: bytes, binary: bool) -> None:
+        """One complete message (the native protocol treats text and binary alike)."""
+        self.node.receive(conn, data)
+
+    def sink(self) -> FrameSink:
+        return self
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -52,7 +65,7 @@ class _Peer(WSListener):
             sock = transport.underlying_transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
         peer = transport.underlying_transport.get_extra_info("peername")
-        self.conn = self.node.connect(self, peer[0] if peer else None)
+        self.conn = self.node.connect(self.sink(), peer[0] if peer else None)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -62,8 +75,9 @@ class _Peer(WSListener):
             if self._fragments is not None:
                 self.node.protocol_error(conn, "a new message inside a fragmented one")
             elif frame.fin:
-                self.node.receive(conn, frame.get_payload_as_bytes())
+                self.received(conn, frame.get_payload_as_bytes(), kind is WSMsgType.BINARY)
             else:
+                self._binary = kind is WSMsgType.BINARY
                 self._fragments = [frame.get_payload_as_bytes()]
                 self._fragments_size = frame.payload_size
                 self._check_fragments(conn)
@@ -89,7 +103,7 @@ class _Peer(WSListener):
         if frame.fin:
             data, self._fragments = b"".join(self._fragments), None
             self._fragments_size = 0
-            self.node.receive(conn, data)
+            self.received(conn, data, self._binary)
 
     def _check_fragments(self, conn: Connection) -> bool:
         """True (and the message refused) once the fragments so far pass the size limit."""
@@ -124,11 +138,33 @@ class _Peer(WSListener):
         if t is not None and not t.is_disconnected and not t.underlying_transport.is_closing():
             t.send(WSMsgType.TEXT, frame)
 
+    send_text = send_frame  # realtime.gateway.Transport
+
     def close(self, code: int, reason: str) -> None:
         """Close frame, then a lingering close (tcp.py), so the peer gets to read the code."""
         if self.transport is not None:
             self.transport.send_close(code, reason.encode())  # type: ignore[arg-type]
             self.transport.disconnect()
+
+
+class _RealtimePeer(_Peer):
+    """A Supabase Realtime client: its frames go through the gateway, which is the node's sink."""
+
+    __slots__ = ("gateway",)
+
+    def __init__(self, node: Node, vsn: str, apikey: str | None, book: ResumeBook):
+        super().__init__(node)
+        self.gateway = RealtimeSocket(node, self, vsn, apikey, book)
+
+    def sink(self) -> FrameSink:
+        return self.gateway
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.gateway.conn = self.conn
+
+    def received(self, conn: Connection, data: bytes, binary: bool) -> None:
+        self.gateway.received(data, binary)
 
 
 class WsServer:
@@ -141,6 +177,7 @@ class WsServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
         node.schedule_flush = self._schedule_flush
+        self._resume_book = ResumeBook()  # Realtime clients' participants (see realtime.gateway)
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the bound port (port 0 picks a free one)."""
@@ -177,7 +214,12 @@ class WsServer:
             tls.load_cert_chain(config.tls_cert, config.tls_key)
         self._server = await loop.create_server(
             lambda: RequestGate(
-                websocket, self._head, BASE_HEADERS, config.close_linger, config.handshake_timeout
+                websocket,
+                self._head,
+                BASE_HEADERS,
+                config.close_linger,
+                config.handshake_timeout,
+                self.http.other,
             ),
             host,
             port,
@@ -214,7 +256,7 @@ class WsServer:
     def _route(self, request: WSUpgradeRequest) -> _Peer | picows.WSUpgradeResponseWithListener:
         target = request.path.decode("latin-1")
         path, _, query = target.partition("?")
-        if path == WS_PATH:
+        if path in (WS_PATH, REALTIME_PATH):
             if request.headers.get("upgrade", "").lower() == "websocket":
                 origin = request.headers.get("origin")
                 if not self._origin_allowed(origin, request.headers.get("host")):
@@ -224,8 +266,11 @@ class WsServer:
                         {"Content-Type": "application/json", **BASE_HEADERS},
                     )
                     return picows.WSUpgradeResponseWithListener(refusal, None)
+                peer = self._peer(path, query)
+                if isinstance(peer, picows.WSUpgradeResponse):
+                    return picows.WSUpgradeResponseWithListener(peer, None)
                 upgrade = picows.WSUpgradeResponse.create_101_response(BASE_HEADERS)
-                return picows.WSUpgradeResponseWithListener(upgrade, _Peer(self.node))
+                return picows.WSUpgradeResponseWithListener(upgrade, peer)
             refusal = picows.WSUpgradeResponse.create_error_response(
                 HTTPStatus.UPGRADE_REQUIRED, b"a WebSocket endpoint", {"Upgrade": "websocket", **BASE_HEADERS}
             )
@@ -237,6 +282,21 @@ class WsServer:
         else:
             response = picows.WSUpgradeResponse.create_error_response(resp.status, resp.body, headers)
         return picows.WSUpgradeResponseWithListener(response, None)
+
+    def _peer(self, path: str, query: str) -> _Peer | picows.WSUpgradeResponse:
+        """The listener for an upgrade: native, or Realtime (`vsn` 1.0.0 or 2.0.0, `apikey`)."""
+        if path == WS_PATH:
+            return _Peer(self.node)
+        params = parse_qs(query)
+        vsn = params.get("vsn", [phoenix.VSN_1])[0]
+        if vsn not in phoenix.VERSIONS:
+            body = msgspec.json.encode(
+                {"error": "invalid_message", "message": f"vsn must be one of {', '.join(phoenix.VERSIONS)}"}
+            )
+            headers = {"Content-Type": "application/json", **BASE_HEADERS}
+            return picows.WSUpgradeResponse.create_error_response(HTTPStatus.BAD_REQUEST, body, headers)
+        apikey = params.get("apikey", [None])[0]
+        return _RealtimePeer(self.node, vsn, apikey, self._resume_book)
 
     def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Cross-site WebSocket hijacking: a browser page on another site must not open a socket

@@ -1,0 +1,1 @@
+"""A Supabase Realtime-compatible endpoint: the Phoenix channel protocol mapped onto sessions."""
