@@ -10,8 +10,15 @@ python=${PYTHON:-python3}
 missing=()
 [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The real Supabase clients the Realtime-compatible endpoint is tested against (versions pinned
+# in tests/realtime/package-lock.json); installed again only when the lock file changed.
+if ! cmp -s tests/realtime/package-lock.json tests/realtime/node_modules/.installed-lock.json; then
+  npm ci --prefix tests/realtime --no-audit --no-fund --loglevel=error
+  cp tests/realtime/package-lock.json tests/realtime/node_modules/.installed-lock.json
 fi
 .venv/bin/ruff check --no-cache .  # no cache: a fresh clone (CI) sees what this sees
 .venv/bin/ruff format --no-cache --check .

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
+from rtjs import RealtimeJs
 from support import make_config
 
 from collective_sync.client import Client
@@ -64,3 +65,11 @@ async def connect(server: RunningServer) -> AsyncIterator[Callable[..., object]]
     for c in clients:
         if not c.closed:
             await c.close()
+
+
+@pytest.fixture
+async def js() -> AsyncIterator[RealtimeJs]:
+    """The real `@supabase/realtime-js` in Node (tests/rtjs.py)."""
+    driver = await RealtimeJs.start()
+    yield driver
+    await driver.close()

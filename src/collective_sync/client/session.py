@@ -29,6 +29,7 @@ from ..protocol.messages import (
     Presence,
     ServerMessage,
     SessionSettings,
+    Signal,
     StateOut,
     StateSet,
     UpdateMeta,
@@ -179,6 +180,11 @@ class Session:
 
     async def update_meta(self, meta: Mapping[str, Any]) -> None:
         await self.client.request(UpdateMeta(session=self.id, meta=dict(meta)))
+
+    async def signal(self, to: str, data: Any) -> None:
+        """Send `data` to one participant only (or every participant of a user id): peer-to-peer
+        signalling; it arrives there as a `SignalOut` event, and is never stored."""
+        await self.client.request(Signal(session=self.id, to=to, signal=data))
 
     async def handover(self, to: str) -> None:
         await self.client.request(Handover(session=self.id, to=to))

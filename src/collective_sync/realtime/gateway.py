@@ -263,7 +263,9 @@ class RealtimeSocket:
             self._token = token
 
         def refused(err: dict[str, Any]) -> bool:
-            self._system(msg.topic, msg.join_ref, "error", f"token refused: {err.get('message', '')}")
+            self._system(
+                msg.topic, msg.join_ref, "error", f"token refused ({err.get('code')}): {err.get('message')}"
+            )
             return True
 
         self._request({"type": "auth", "token": token}, msg, reply=False, then=accepted, fail=refused)
