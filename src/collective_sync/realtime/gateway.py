@@ -37,6 +37,7 @@ log = logging.getLogger("collective_sync.realtime")
 TOPIC = re.compile(r"^realtime:collective-session-([A-Za-z0-9_-]{3,64})$")
 PHOENIX = "phoenix"  # the socket's own topic (heartbeats)
 ANONYMOUS = "Anonymous"
+MAX_PENDING = 1024  # native requests awaiting their reply, per socket
 _decode_native = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -224,6 +225,8 @@ class RealtimeSocket:
             req = {"type": "create", "name": ANONYMOUS, "settings": {"sessionId": ch.sid}, "meta": meta}
 
         def joined(reply: dict[str, Any]) -> None:
+            if self._channels.get(ch.topic) is not ch:
+                return  # left (or joined again) meanwhile; its leave was sent then
             ch.pid = reply["you"]
             if conn.identity is not None:
                 self.book.add(ch.sid, conn.identity.user, reply["token"])
@@ -353,6 +356,8 @@ class RealtimeSocket:
         conn = self.conn
         assert conn is not None
         rid = next(self._rids)
+        if len(self._pending) >= MAX_PENDING:  # replies that will never come (e.g. a join left at once)
+            del self._pending[next(iter(self._pending))]
         self._pending[rid] = _Pending(msg.topic, msg.ref, msg.join_ref, reply, then, fail)
         try:
             data = _encode(req | {"rid": rid})
@@ -465,7 +470,7 @@ class RealtimeSocket:
 
     def _drop(self, ch: _Channel, close: bool) -> None:
         """Leave the session (quietly: no reply goes to the client) and forget the channel."""
-        if ch.pid is not None and self.conn is not None and ch.sid in self.conn.sessions:
+        if self.conn is not None and ch.sid in self.conn.sessions:  # also while its join is pending
             quiet = phoenix.Message(None, None, ch.topic, "phx_leave", {})
             self._request({"type": "leave", "session": ch.sid}, quiet, reply=False, fail=lambda _: True)
         if close:

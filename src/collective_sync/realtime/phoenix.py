@@ -57,6 +57,8 @@ def _parse(data: bytes) -> Any:
         return _json.decode(data)
     except msgspec.DecodeError as exc:
         raise FrameError(f"not JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 inside strings, and raises this
+        raise FrameError(f"not valid UTF-8 (byte {exc.start})") from None
 
 
 def decode(data: bytes, binary: bool, vsn: str) -> Message:
