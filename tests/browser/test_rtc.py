@@ -79,6 +79,18 @@ async def settled_clock(page: Page, bound: float, timeout: float = 30) -> None:
         )
 
 
+async def wait_settled(page: Page, condition: str, timeout: float) -> None:
+    """`wait_for`, except that a page whose network clock lost its lock meanwhile (its error
+    bound above 3 ms: the machine starved it) skips the run as `settled_clock` does."""
+    try:
+        await page.wait_for_function(f"() => {condition}", timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        reached = await page.evaluate(f"() => {CLOCK_ERROR}")
+        if reached > 0.003:
+            pytest.skip(f"machine starved: a page's clock bound went to {reached * 1e3:.1f} ms")
+        pytest.fail(f"{condition} not reached in {timeout} s: {await page.evaluate(STATE)}")
+
+
 @pytest.fixture
 async def server_process(tmp_path: Path) -> AsyncIterator[str]:
     """The server in its own process (its http URL): the SFU forwards every packet as it comes,
@@ -133,7 +145,8 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
         # 6 s of audio; the network clocks must have settled.
         for page in pages:
             await settled_clock(page, 0.003, timeout=45)
-            await wait_for(page, "demo.rtc.player.audioClock.fit.pairs.length >= 100", 40)
+            # A network clock that re-acquires (a starved machine) clears the output-timestamp pairs.
+            await wait_settled(page, "demo.rtc.player.audioClock.fit.pairs.length >= 100", 60)
             await wait_for(page, "pairs.length >= 300", 40)
         # The counters over the 6 s the tap will hold.
         stats_before = [await page.evaluate("() => demo.rtc.stats()") for page in pages]

@@ -38,6 +38,15 @@ OPEN = """async ([url, topic, user]) => {
   return status;
 }"""
 SEND = "([event, payload]) => channel.send({ type: 'broadcast', event, payload })"
+# A page on the native browser SDK (served at /sdk/), collecting the signals it gets.
+NATIVE = """async ([url]) => {
+  const { Client } = await import('/sdk/client.js');
+  const c = await Client.connect(url);
+  window.s = await c.join('web1', 'Web');
+  window.got = [];
+  s.addEventListener('signal', (e) => got.push(e.detail));
+  return s.me;
+}"""
 
 
 async def open_page(browser: Browser, server: Any, user: str, topic: str) -> Page:
@@ -92,6 +101,25 @@ async def test_supabase_js_in_chromium_against_the_server(server, browser: Brows
         assert await ana.evaluate(SEND, ["signal", sig]) == "ok"
         assert (await logged(ben, "e.ev === 'signal'"))["payload"] == sig
         assert await ana.evaluate("() => log.filter((e) => e.ev === 'any_signal').length") == 0
+
+        # The native browser SDK in the same session: signals both ways with the supabase-js pages.
+        sdk = await (await browser.new_context()).new_page()
+        await sdk.goto(f"{server.http}/healthz")
+        me = await sdk.evaluate(NATIVE, [server.url])
+        assert await ana.evaluate(SEND, ["signal", {"to": me, "signal": {"candidate": 1}}]) == "ok"
+        await sdk.wait_for_function("() => got.length === 1", timeout=10_000)
+        ana_id = await ana.evaluate("() => channel.presenceState().ua[0].participant_id")
+        got = await sdk.evaluate("() => got[0]")
+        assert got == {
+            "type": "signal",
+            "session": "web1",
+            "from": ana_id,
+            "to": me,
+            "signal": {"candidate": 1},
+        }
+        await sdk.evaluate("() => s.signal('ub', {answer: 2})")
+        back = await logged(ben, "e.ev === 'signal' && e.payload.signal.answer === 2")
+        assert back["payload"] == {"from": me, "to": "ub", "signal": {"answer": 2}}
 
         # get-server-time through supabase-js' functions client: serverTime in ms of network time.
         before = server.server.node.clock() * 1000.0

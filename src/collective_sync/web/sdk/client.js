@@ -152,6 +152,9 @@ export class Session extends EventTarget {
     if (target) msg.target = target;
     return this.client.request(msg);
   }
+  /** Send `signal` (any JSON) to one participant, or every participant of a user id, only;
+   *  it arrives there as a 'signal' event {from, to, signal}. Never stored. */
+  signal(to, signal) { return this.client.request({ type: 'signal', session: this.id, to, signal }); }
   updateMeta(meta) { return this.client.request({ type: 'meta', session: this.id, meta }); }
   handover(to) { return this.client.request({ type: 'handover', session: this.id, to }); }
 
