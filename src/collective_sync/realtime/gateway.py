@@ -39,6 +39,8 @@ PHOENIX = "phoenix"  # the socket's own topic (heartbeats)
 ANONYMOUS = "Anonymous"
 MAX_PENDING = 1024  # native requests awaiting their reply, per socket
 _decode_native = msgspec.json.Decoder().decode
+_last_frame: tuple[bytes | None, Any] = (None, None)  # see RealtimeSocket.send_frame
+_controls: dict[tuple[str, float, int, str], bytes] = {}  # see RealtimeSocket._control
 _encode = msgspec.json.Encoder().encode
 
 
@@ -370,7 +372,14 @@ class RealtimeSocket:
     # --- node -> client (FrameSink) ----------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        decoded = _decode_native(frame)
+        global _last_frame
+        # The node hands the same frame object to every receiver with the same messages this
+        # turn: decode it once for all of them (the decoded messages are only read).
+        if _last_frame[0] is frame:
+            decoded = _last_frame[1]
+        else:
+            decoded = _decode_native(frame)
+            _last_frame = (frame, decoded)
         for m in decoded if isinstance(decoded, list) else [decoded]:
             rid = m.get("rid")
             pending = self._pending.pop(rid, None) if rid is not None else None
@@ -413,11 +422,7 @@ class RealtimeSocket:
         elif kind == "control":
             if m["from"] == ch.pid and not ch.echo:
                 return
-            payload = m.get("payload")
-            body = dict(payload) if isinstance(payload, dict) else {"value": payload}
-            body["timestamp"] = round(m["at"] * 1000.0, 3)
-            body["seq"] = m["seq"]
-            self._push(ch, "broadcast", {"type": "broadcast", "event": m["event"], "payload": body})
+            self.transport.send_text(self._control(ch, m))
         elif kind == "state":
             self._state(ch, m)
         elif kind == "signal":
@@ -426,6 +431,26 @@ class RealtimeSocket:
         elif kind == "left":  # removed, ended or replaced: the channel is over
             self._push(ch, "phx_close", {})
             self._forget(ch.topic)
+
+    def _control(self, ch: _Channel, m: dict[str, Any]) -> bytes:
+        """A control as the broadcast frame every Realtime member gets alike (no join_ref, which
+        Phoenix clients accept), encoded once per session, seq and serializer."""
+        session = self.node.sessions.get(ch.sid)
+        # The session's creation time tells a session from a later one with the same id.
+        key = (ch.sid, session.created_at if session is not None else -1.0, m["seq"], self.vsn)
+        frame = _controls.get(key)
+        if frame is None:
+            payload = m.get("payload")
+            body = dict(payload) if isinstance(payload, dict) else {"value": payload}
+            body["timestamp"] = round(m["at"] * 1000.0, 3)
+            body["seq"] = m["seq"]
+            msg = {"type": "broadcast", "event": m["event"], "payload": body}
+            frame = phoenix.encode(phoenix.Message(None, None, ch.topic, "broadcast", msg), self.vsn)
+            if session is not None:
+                _controls[key] = frame
+                if len(_controls) > 1024:
+                    del _controls[next(iter(_controls))]
+        return frame
 
     def _state(self, ch: _Channel, m: dict[str, Any]) -> None:
         """Participant-area writes become one `state_update` per writer area, nested, with the
