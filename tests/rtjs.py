@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).parent / "realtime"
+# supabase-js' browser build (the UMD bundle: a global `supabase` with createClient).
+UMD = HERE / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 TIMEOUT = 10.0
 Event = dict[str, Any]
 

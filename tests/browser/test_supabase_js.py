@@ -4,18 +4,15 @@ in tests/realtime/package.json) pointed at this server with `createClient(url, k
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
-from rtjs import POLARITY, require_node_modules
+from rtjs import POLARITY, UMD, require_node_modules
 
 from collective_sync.client import Client
 from collective_sync.protocol.messages import ControlOut
 
-MODULES = Path(__file__).parents[1] / "realtime" / "node_modules"
-UMD = MODULES / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
 pytestmark = pytest.mark.timeout(120)
 
 # The hook's channel, with the bindings the app makes; everything seen goes to window.log.

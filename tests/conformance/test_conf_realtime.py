@@ -329,3 +329,6 @@ async def test_get_server_time_answers_as_the_apps_edge_function(server) -> None
     assert status == 413
     status, headers, data = await asyncio.to_thread(http, server, "POST", "/api/sessions", b"{}")
     assert status == 405 and json.loads(data)["error"] == "method_not_allowed"
+    assert headers["Allow"] == "GET, HEAD"
+    status, headers, _ = await asyncio.to_thread(http, server, "PUT", path, b"{}")
+    assert status == 405 and headers["Allow"] == "GET, HEAD, POST, OPTIONS"

@@ -194,3 +194,19 @@ async def test_a_native_leader_steers_realtime_followers(server, js: RealtimeJs)
         assert seen.joins and seen.joins[0].name == "Anonymous"  # joined, not yet tracked
     finally:
         await native.close()
+
+
+async def test_a_presence_key_and_the_1_0_0_serializer(server, js: RealtimeJs) -> None:
+    await clients(js, server, "a")
+    await js.do("client", id="old", url=rt_url(server), apikey="anon-key", vsn="1.0.0")
+    topic = "collective-session-keyvsn"
+    await js.subscribed("a", topic, presence={"key": "seat-7"})
+    await js.do("track", id="a", payload={"user_id": "ua"})
+    await js.subscribed("old", topic, broadcast={"ack": True})  # realtime-js on serializer 1.0.0
+    synced = await js.wait(lambda e: on("old", "sync")(e) and "seat-7" in e["state"])
+    assert synced["state"]["seat-7"][0]["user_id"] == "ua"  # the configured key, not the user id
+    assert await js.do("track", id="old", payload={"user_id": "uo"}) == "ok"
+    await js.wait(on("a", "join", key="uo"))
+    assert await js.do("send", id="old", event="state_update", payload={"hr": 50}) == "ok"
+    got = await js.wait(on("a", "broadcast", event="state_update"))
+    assert got["payload"] == {"hr": 50, "userId": "uo"}

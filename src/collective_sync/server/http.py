@@ -104,12 +104,14 @@ class HttpApi:
     def other(
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        """POST and OPTIONS (tcp.RequestGate): only the `get-server-time` function and its CORS
-        preflight; the request body, if any, is not read (the function takes no arguments)."""
+        """Methods other than GET/HEAD (tcp.RequestGate): only POST and OPTIONS of the
+        `get-server-time` function (its CORS preflight); the request body, if any, is not read
+        (the function takes no arguments). Anything else: 405 with what the path allows."""
         path = target.partition("?")[0]
-        if path != SERVER_TIME_PATH:
+        if path != SERVER_TIME_PATH or method not in ("POST", "OPTIONS"):
+            allow = "GET, HEAD, POST, OPTIONS" if path == SERVER_TIME_PATH else "GET, HEAD"
             resp = _json(405, {"error": "method_not_allowed", "message": f"{method} is not served at {path}"})
-            return resp.status, {**response_headers(resp), "Allow": "GET, HEAD"}, resp.body
+            return resp.status, {**response_headers(resp), "Allow": allow}, resp.body
         if method == "OPTIONS":
             return 204, dict(CORS_HEADERS), b""
         resp = self._server_time()

@@ -6,9 +6,9 @@ frame we sent before the peer could read it (the client sees 1006 instead of our
 Both are TCP-level matters no WebSocket library here handles, so this module does them:
 
 - `RequestGate` reads the first bytes of a connection. GET goes to picows unchanged (upgrade or
-  plain HTTP); HEAD is answered here with GET's headers and no body; POST and OPTIONS (a small
-  body at most) go to the `other` handler (the Supabase-compatible function path and its CORS
-  preflight); any other method gets 405.
+  plain HTTP); HEAD is answered here with GET's headers and no body; any other method (with a
+  small body at most) goes to the `other` handler, which serves POST and OPTIONS on the
+  Supabase-compatible function path and answers 405 with the path's `Allow` elsewhere.
 - `LingeringTransport` is the transport picows writes to. Its `close()` (picows calls it after
   queueing a close frame) does not drop the socket: it half-closes it once the close frame is
   written (FIN), discards whatever the peer still sends, and drops the socket when the peer
@@ -125,11 +125,11 @@ class RequestGate(asyncio.Protocol):
                 self._reply(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {})
             return
         request_line = bytes(self._buffer[: self._buffer.find(b"\r\n")]).split(b" ")
-        if request_line[0] in (b"POST", b"OPTIONS") and len(request_line) == 3 and self._other is not None:
-            self._answer_other(request_line[0].decode(), request_line[1].decode("latin-1"), end)
+        if request_line[0] != b"HEAD" and len(request_line) == 3 and self._other is not None:
+            self._answer_other(request_line[0].decode("latin-1"), request_line[1].decode("latin-1"), end)
             return
         if request_line[0] != b"HEAD" or len(request_line) != 3:
-            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD, POST, OPTIONS"})
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
             return
         status, headers, length = self._head(request_line[1].decode("latin-1"))
         self._reply(HTTPStatus(status), headers, length)
