@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 from rtjs import RealtimeJs, on, polarity, rt_url
-from support import make_config
+from support import ServerProcess, make_config
 
 from collective_sync.auth import AuthConfig
 from collective_sync.protocol.errors import CloseCode
@@ -83,3 +83,35 @@ async def test_a_join_without_a_valid_token_is_refused(server, js: RealtimeJs) -
     status = await js.wait(on("a", "status"))
     assert status["status"] == "CHANNEL_ERROR" and "unauthorized" in status["err"]
     assert "noauth" not in server.server.node.sessions
+
+
+async def test_after_a_restart_the_leader_is_still_the_leader(tmp_path, js: RealtimeJs) -> None:
+    """A deploy: SIGTERM, start again on the same data; realtime-js reconnects on its own and its
+    user takes back the same participant, still leading (the gateway keeps no token in memory)."""
+    auth = ("--auth-jwt-secret", SECRET, "--auth-audience", "authenticated")
+    proc = ServerProcess(tmp_path / "data", None, *auth)
+    await proc.start()
+    try:
+        url = f"ws://127.0.0.1:{proc.port}/realtime/v1"
+        await js.do("client", id="a", url=url, apikey="anon-key", token=token("user-a"))
+        await js.do("client", id="b", url=url, apikey="anon-key", token=token("user-b"))
+        topic = "collective-session-deploy1"
+        await js.subscribed("a", topic, broadcast={"ack": True})
+        await js.do("track", id="a", payload={"user_id": "user-a"})
+        await js.subscribed("b", topic, broadcast={"ack": True})
+        await js.do("track", id="b", payload={"user_id": "user-b"})
+        before = (await js.do("presence", id="b"))["user-a"][0]
+        assert before["role"] == "facilitator"
+        mark = len(js.events)
+        assert await proc.stop() == 0
+        await proc.start()
+        await js.wait(on("a", "status", status="SUBSCRIBED"), after=mark, timeout=20)
+        await js.wait(on("b", "status", status="SUBSCRIBED"), after=mark, timeout=20)
+        back = await js.wait(lambda e: on("b", "sync")(e) and "user-a" in e["state"], after=mark)
+        assert back["state"]["user-a"][0]["participant_id"] == before["participant_id"]
+        assert back["state"]["user-a"][0]["role"] == "facilitator"
+        assert await js.do("send", id="a", event="polarity_sync", payload=polarity(0.4)) == "ok"
+        assert await js.do("send", id="b", event="polarity_sync", payload=polarity(0.5)) == "error"
+    finally:
+        await proc.stop()
+        await proc.cleanup()

@@ -174,3 +174,23 @@ def test_a_participant_does_not_claim_while_a_facilitator_is_there() -> None:
     s2.handover(f2.id, s2.add("Q", "participant", {}, "c2", 3.0)[0].id)  # handover: to anyone
     assert s2.participants[s2.leader or ""].name == "Q"
     assert fac.role == "observer"
+
+
+def test_a_dropped_participant_of_a_verified_user_can_be_reissued_a_token() -> None:
+    s = make()
+    web, old, _ = s.add("W", "participant", {"via": "realtime"}, "c1", 0.0, user="u1")
+    app, _, _ = s.add("A", "participant", {}, "c2", 0.0, user="u1")  # the same user, another kind
+    other, _, _ = s.add("O", "participant", {"via": "realtime"}, "c3", 0.0, user="u2")
+    realtime = lambda p: p.meta.get("via") == "realtime"  # noqa: E731
+    assert s.reissue("u1", realtime) is None  # connected: never taken this way
+    for p in (web, app, other):
+        s.drop(p.id, 1.0)
+    fresh = s.reissue("u1", realtime)
+    assert fresh is not None and s.holder(fresh) is web  # its own kind, its own user only
+    assert s.holder(old) is None  # the old token stops working
+    with pytest.raises(ProtocolError):
+        s.resume(fresh, "c9", user="u2")  # still only for its user
+    p, _ = s.resume(fresh, "c9", user="u1")
+    assert (p.id, p.role) == (web.id, "leader")
+    assert s.reissue("u1", realtime) is None  # back: nothing dropped of that kind
+    assert s.reissue("u3", lambda p: True) is None

@@ -21,7 +21,6 @@ import itertools
 import logging
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,39 +50,6 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
-class ResumeBook:
-    """Resume tokens of the participants the gateway joined, by (session, verified user), so a
-    Realtime client that reconnects (it has no resume token of its own) takes back its dropped
-    participant, and with it the lead, instead of arriving as someone new. Bounded."""
-
-    def __init__(self, limit: int = 65536):
-        self._limit = limit
-        self._tokens: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
-
-    def add(self, sid: str, user: str, token: str) -> None:
-        tokens = self._tokens.setdefault((sid, user), [])
-        if token not in tokens:
-            tokens.append(token)
-            del tokens[:-8]  # one user's devices in one session
-        self._tokens.move_to_end((sid, user))
-        while len(self._tokens) > self._limit:
-            self._tokens.popitem(last=False)
-
-    def dropped(self, node: Node, sid: str, user: str) -> str | None:
-        """A token of this user's participant in `sid` that is dropped (in its grace period)."""
-        session = node.sessions.get(sid)
-        tokens = self._tokens.get((sid, user))
-        if session is None or not tokens:
-            return None
-        for token in list(tokens):
-            p = session.holder(token)
-            if p is None:
-                tokens.remove(token)  # gone for good
-            elif p.conn is None:
-                return token
-        return None
-
-
 @dataclass(slots=True)
 class _Channel:
     topic: str
@@ -111,12 +77,11 @@ class _Pending:
 class RealtimeSocket:
     """One Realtime client connection (the node's FrameSink for it)."""
 
-    def __init__(self, node: Node, transport: Transport, vsn: str, apikey: str | None, book: ResumeBook):
+    def __init__(self, node: Node, transport: Transport, vsn: str, apikey: str | None):
         self.node = node
         self.transport = transport
         self.vsn = vsn
         self.apikey = apikey
-        self.book = book
         self.conn: Connection | None = None
         self._channels: dict[str, _Channel] = {}  # topic -> channel
         self._by_session: dict[str, _Channel] = {}
@@ -219,8 +184,11 @@ class RealtimeSocket:
         req: dict[str, Any]
         if ch.sid in self.node.sessions or retried:
             req = {"type": "join", "session": ch.sid, "name": ANONYMOUS, "meta": meta}
-            if conn.identity is not None and not retried:
-                token = self.book.dropped(self.node, ch.sid, conn.identity.user)
+            session = self.node.sessions.get(ch.sid)
+            if conn.identity is not None and session is not None and not retried:
+                # A Realtime client keeps no resume token: its verified user takes back its
+                # dropped Realtime participant (and the lead), also after a restart.
+                token = session.reissue(conn.identity.user, lambda p: BOOKKEEPING in p.meta)
                 if token is not None:
                     req["resume"] = token
         else:
@@ -230,8 +198,6 @@ class RealtimeSocket:
             if self._channels.get(ch.topic) is not ch:
                 return  # left (or joined again) meanwhile; its leave was sent then
             ch.pid = reply["you"]
-            if conn.identity is not None:
-                self.book.add(ch.sid, conn.identity.user, reply["token"])
             self._reply(ch.topic, msg.ref, msg.join_ref, "ok", {"postgres_changes": []})
             state = ch.view.state(reply.get("participants", []), self._users(ch.sid))
             self._push(ch, "presence_state", state)

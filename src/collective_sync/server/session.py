@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +259,23 @@ class Session:
         p.conn, p.dropped_at, p.grace_until = conn, None, None
         self.dirty.add(p.id)
         return p, [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
+
+    def reissue(self, user: str, which: Callable[[Participant], bool]) -> str | None:
+        """A fresh resume token for this verified user's most recently dropped participant among
+        `which`, if it has one in its grace period (the old token stops working). For clients
+        that keep no token (the Realtime gateway): the user is proven by its JWT, which is what
+        a resume of a verified participant requires anyway, and a participant still connected is
+        never taken this way."""
+        dropped = [p for p in self.participants.values() if p.user == user and p.conn is None and which(p)]
+        if not dropped:
+            return None
+        p = max(dropped, key=lambda q: q.dropped_at or 0.0)
+        token = secrets.token_urlsafe(18)
+        self._tokens.pop(p.token_hash, None)
+        p.token_hash = hash_token(token)
+        self._tokens[p.token_hash] = p.id
+        self.dirty.add(p.id)
+        return token
 
     def holder(self, token: str) -> Participant | None:
         """Whose resume token this is (looked up by its hash), if anyone's."""

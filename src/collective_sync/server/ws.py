@@ -20,7 +20,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 
 from ..protocol.errors import CloseCode
 from ..realtime import phoenix
-from ..realtime.gateway import RealtimeSocket, ResumeBook
+from ..realtime.gateway import RealtimeSocket
 from .http import BASE_HEADERS, HttpApi, response_headers
 from .node import Connection, FrameSink, Node
 from .tcp import LingeringTransport, RequestGate
@@ -152,9 +152,9 @@ class _RealtimePeer(_Peer):
 
     __slots__ = ("gateway",)
 
-    def __init__(self, node: Node, vsn: str, apikey: str | None, book: ResumeBook):
+    def __init__(self, node: Node, vsn: str, apikey: str | None):
         super().__init__(node)
-        self.gateway = RealtimeSocket(node, self, vsn, apikey, book)
+        self.gateway = RealtimeSocket(node, self, vsn, apikey)
 
     def sink(self) -> FrameSink:
         return self.gateway
@@ -177,7 +177,6 @@ class WsServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
         node.schedule_flush = self._schedule_flush
-        self._resume_book = ResumeBook()  # Realtime clients' participants (see realtime.gateway)
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the bound port (port 0 picks a free one)."""
@@ -296,7 +295,7 @@ class WsServer:
             headers = {"Content-Type": "application/json", **BASE_HEADERS}
             return picows.WSUpgradeResponse.create_error_response(HTTPStatus.BAD_REQUEST, body, headers)
         apikey = params.get("apikey", [None])[0]
-        return _RealtimePeer(self.node, vsn, apikey, self._resume_book)
+        return _RealtimePeer(self.node, vsn, apikey)
 
     def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Cross-site WebSocket hijacking: a browser page on another site must not open a socket
