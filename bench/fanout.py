@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -92,6 +93,12 @@ async def _receivers(url: str, session: str, count: int, pipe: Connection) -> No
         )
         await asyncio.wait_for(joined, 30)
         transports.append(transport)
+    await report(sink, transports, pipe)
+
+
+async def report(sink: array, transports: list[WSTransport], pipe: Connection) -> None:
+    """A receiver process, all joined: say so, take the phases, wait them out, then send back
+    each phase's latencies (arrival - `at`, from the (at, arrival) pairs in `sink`)."""
     pipe.send("ready")
     phases: list[Phase] = pipe.recv()
     await asyncio.sleep(max(0.0, phases[-1].end + DRAIN_S - time.time()))
@@ -195,6 +202,54 @@ def start_server() -> Server:
     return Server(proc, int(match.group(1)))
 
 
+Job = Callable[[int, Connection], tuple[Any, tuple[Any, ...]]]  # (clients, pipe) -> (target, args)
+
+
+async def spawn(workers: list[mp.Process], clients: int, procs: int, job: Job) -> list[Connection]:
+    """Start `procs` receiver processes sharing `clients` (`job(n, pipe)` gives each one's target
+    and arguments), added to `workers`; return their pipes once every one has said "ready"."""
+    ctx = mp.get_context("spawn")
+    pipes: list[Connection] = []
+    for i in range(procs):
+        parent, child = ctx.Pipe()
+        target, args = job(clients // procs + (1 if i < clients % procs else 0), child)
+        w = ctx.Process(target=target, args=args, daemon=True)
+        w.start()
+        workers.append(w)
+        pipes.append(parent)
+    for p in pipes:
+        if not await asyncio.to_thread(p.poll, 120):
+            raise RuntimeError("receivers did not join in time")
+        p.recv()
+    return pipes
+
+
+def plan(pipes: list[Connection], rates: list[float], duration: float) -> list[Phase]:
+    """One measurement window per rate, each after a warm-up, starting shortly; told to every
+    receiver process."""
+    t = time.time() + 0.5 + WARMUP_S
+    phases = []
+    for rate in rates:
+        phases.append(Phase(rate, t, t + duration))
+        t += duration + WARMUP_S + 0.5
+    for p in pipes:
+        p.send(phases)
+    return phases
+
+
+def stop(server: Server, workers: list[mp.Process]) -> None:
+    """End the receiver processes (they end themselves after the phases) and the server."""
+    for w in workers:
+        w.join(timeout=10)
+        if w.is_alive():
+            w.kill()
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
 @dataclass
 class Result:
     rate_hz: float
@@ -215,27 +270,11 @@ async def run(clients: int, procs: int, rates: list[float], duration: float) -> 
         transport.send(WSMsgType.TEXT, b'{"type":"create","name":"leader","rid":1}')
         session = await asyncio.wait_for(leader.session, 10)
 
-        ctx = mp.get_context("spawn")
-        pipes: list[Connection] = []
-        per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-        for n in per:
-            parent, child = ctx.Pipe()
-            w = ctx.Process(target=_receiver_main, args=(url, session, n, child), daemon=True)
-            w.start()
-            workers.append(w)
-            pipes.append(parent)
-        for p in pipes:
-            if not await asyncio.to_thread(p.poll, 120):
-                raise RuntimeError("receivers did not join in time")
-            p.recv()
+        pipes = await spawn(
+            workers, clients, procs, lambda n, child: (_receiver_main, (url, session, n, child))
+        )
 
-        t = time.time() + 0.5 + WARMUP_S
-        phases = []
-        for rate in rates:
-            phases.append(Phase(rate, t, t + duration))
-            t += duration + WARMUP_S + 0.5
-        for p in pipes:
-            p.send(phases)
+        phases = plan(pipes, rates, duration)
 
         results = []
         for ph in phases:
@@ -250,15 +289,7 @@ async def run(clients: int, procs: int, rates: list[float], duration: float) -> 
         per_proc = [await asyncio.to_thread(p.recv) for p in pipes]
         transport.disconnect()
     finally:
-        for w in workers:
-            w.join(timeout=10)
-            if w.is_alive():
-                w.kill()
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
+        stop(server, workers)
 
     out = []
     for i, (res, ph) in enumerate(zip(results, phases, strict=True)):

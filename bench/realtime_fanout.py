@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import picows
-from fanout import DRAIN_S, WARMUP_S, Phase, machine, start_server
+from fanout import WARMUP_S, Phase, machine, plan, report, spawn, start_server, stop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 _decode = msgspec.json.Decoder().decode
@@ -71,20 +71,7 @@ async def _receivers(port: int, session: str, count: int, realtime: bool, pipe: 
             transport.send(WSMsgType.TEXT, msgspec.json.encode(join_msg))
         await asyncio.wait_for(ready, 30)
         transports.append(transport)
-    pipe.send("ready")
-    phases: list[Phase] = pipe.recv()
-    await asyncio.sleep(max(0.0, phases[-1].end + DRAIN_S - time.time()))
-    for t in transports:
-        t.disconnect()
-    samples = np.frombuffer(sink, dtype=np.float64).reshape(-1, 2)
-    pipe.send(
-        [
-            (lambda sel: (sel[:, 1] - sel[:, 0]).astype(np.float32))(
-                samples[(samples[:, 0] >= ph.start) & (samples[:, 0] < ph.end)]
-            )
-            for ph in phases
-        ]
-    )
+    await report(sink, transports, pipe)
 
 
 def _receiver_main(port: int, session: str, count: int, realtime: bool, pipe: Connection) -> None:
@@ -125,29 +112,14 @@ async def run(kind: str, clients: int, procs: int, rates: list[float], duration:
         create = {"type": "create", "name": "lead", "settings": {"sessionId": session}, "rid": 1}
         transport.send(WSMsgType.TEXT, msgspec.json.encode(create))
         await asyncio.wait_for(leader.joined, 10)
-        ctx = mp.get_context("spawn")
-        pipes = []
-        for i in range(procs):
-            n = clients // procs + (1 if i < clients % procs else 0)
-            parent, child = ctx.Pipe()
-            w = ctx.Process(
-                target=_receiver_main, args=(server.port, session, n, kind == "realtime", child), daemon=True
-            )
-            w.start()
-            workers.append(w)
-            pipes.append(parent)
-        for p in pipes:
-            if not await asyncio.to_thread(p.poll, 120):
-                raise RuntimeError("receivers did not join in time")
-            p.recv()
+        realtime = kind == "realtime"
+
+        def job(n: int, pipe: Connection) -> tuple[Any, tuple[Any, ...]]:
+            return _receiver_main, (server.port, session, n, realtime, pipe)
+
+        pipes = await spawn(workers, clients, procs, job)
         rss_joined = server.rss_mb()
-        t = time.time() + 0.5 + WARMUP_S
-        phases = []
-        for rate in rates:
-            phases.append(Phase(rate, t, t + duration))
-            t += duration + WARMUP_S + 0.5
-        for p in pipes:
-            p.send(phases)
+        phases = plan(pipes, rates, duration)
         sent, cpu = [], []
         for ph in phases:
             await asyncio.sleep(max(0.0, ph.start - WARMUP_S - time.time()))
@@ -157,12 +129,7 @@ async def run(kind: str, clients: int, procs: int, rates: list[float], duration:
         per_proc = [await asyncio.to_thread(p.recv) for p in pipes]
         transport.disconnect()
     finally:
-        for w in workers:
-            w.join(timeout=10)
-            if w.is_alive():
-                w.kill()
-        server.proc.terminate()
-        server.proc.wait(timeout=10)
+        stop(server, workers)
     results = []
     for i, ph in enumerate(phases):
         lat = np.concatenate([pp[i] for pp in per_proc]) * 1000.0
