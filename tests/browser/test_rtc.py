@@ -156,6 +156,19 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
         stats = [await page.evaluate("() => demo.rtc.stats()") for page in pages]
         dumps = await asyncio.gather(*(page.evaluate("() => dumpTap()") for page in pages))
         recs = [recording(d) for d in dumps]
+        late = [
+            {
+                slot: (s[slot]["late"] - b[slot]["late"], s[slot]["received"] - b[slot]["received"])
+                for slot in s
+            }
+            for s, b in zip(stats, stats_before, strict=True)
+        ]
+        # Frames that reach a page after their playout instant are not played (none do in a run
+        # with CPU to spare, docs/benchmarks.md): a page or server starved of CPU for that long
+        # cannot show simultaneity; skipped, as above, with the share that came late.
+        worst = max(n / max(total, 1) for per in late for n, total in per.values())
+        if worst > 0.02:
+            pytest.skip(f"machine starved: {worst:.0%} of a slot's frames came after their playout instant")
 
         report: list[str] = []
         for i, (rec, st) in enumerate(zip(recs, stats, strict=True)):
@@ -184,13 +197,6 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
             print(report[-1])
             # The same decoded stream, at the same instant (a high correlation says it is the same audio).
             assert corr > 0.9, (slot, corr)
-        late = [
-            {
-                slot: (s[slot]["late"] - b[slot]["late"], s[slot]["received"] - b[slot]["received"])
-                for slot in s
-            }
-            for s, b in zip(stats, stats_before, strict=True)
-        ]
         report.append(f"late/received frames while recording, per listener: {late}")
         OUTPUT.mkdir(exist_ok=True)
         (OUTPUT / "rtc-alignment.txt").write_text("\n".join(report) + "\n")

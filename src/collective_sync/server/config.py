@@ -24,6 +24,8 @@ class ServerConfig:
     max_backlog_bytes: int = 4 * 1024 * 1024  # reliable bytes queued for a congested receiver
     write_high_water: int = 256 * 1024  # transport buffer above which a receiver counts as slow
     socket_send_buffer: int | None = None  # SO_SNDBUF for client sockets; None keeps the kernel's
+    ping_idle: float = 15.0  # seconds without traffic from a client before the server pings it
+    ping_reply: float = 10.0  # seconds a ping may wait for its pong (or for the peer to read on)
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
     handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request
     close_linger: float = 2.0  # after our close frame: seconds the peer has to read it and close

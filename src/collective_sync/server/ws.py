@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
@@ -31,14 +34,12 @@ WS_PATH = "/ws"
 REALTIME_PATH = "/realtime/v1/websocket"  # where supabase-js connects (`<url>/realtime/v1` + /websocket)
 RESTART_REASON = "server restarting; reconnect and resume"
 log = logging.getLogger("collective_sync.ws")
-PING_IDLE = 15.0  # seconds without traffic before the server pings
-PING_REPLY = 10.0  # seconds a ping may wait for its pong before the connection is closed
 
 
 class _Peer(WSListener):
     """One WebSocket connection: frames to `node.receive`, flow control to `node.pause/resume`."""
 
-    __slots__ = ("_binary", "_fragments", "_fragments_size", "conn", "node", "transport")
+    __slots__ = ("_binary", "_fragments", "_fragments_size", "_written", "conn", "node", "transport")
 
     def __init__(self, node: Node):
         self.node = node
@@ -47,6 +48,7 @@ class _Peer(WSListener):
         self._fragments: list[bytes] | None = None
         self._fragments_size = 0
         self._binary = False  # the message being reassembled came in binary frames
+        self._written = 0  # payload bytes handed to the transport (see `send_user_specific_ping`)
 
     def received(self, conn: Connection, data: bytes, binary: bool) -> None:
         """One complete message (the native protocol treats text and binary alike)."""
@@ -130,6 +132,40 @@ class _Peer(WSListener):
         if self.conn is not None:
             self.node.resume(self.conn)
 
+    def send_user_specific_ping(self, transport: WSTransport) -> None:
+        """picows' keepalive pings a client that has sent nothing for `ping_idle` and closes it
+        if no pong comes within `ping_reply`. A listener that never sends but is busy reading a
+        backlog (a join flood, a burst of state) reads the ping only after the backlog, so its
+        pong is late although it is alive. So the peer counts as alive too when it acknowledged
+        bytes of ours (TCP) while the ping waited: checked shortly before the reply deadline."""
+        transport.send_ping()
+        acked = self._acked()
+        if acked is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.9 * self.node.config.ping_reply, self._progress_is_pong, transport, acked)
+
+    def _progress_is_pong(self, transport: WSTransport, acked_at_ping: int) -> None:
+        now = self._acked()
+        if now is not None and now > acked_at_ping and not transport.is_disconnected:
+            transport.notify_user_specific_pong_received()
+
+    def _acked(self) -> int | None:
+        """Bytes the peer has acknowledged, up to a constant: payload bytes written minus what is
+        still queued in the transport and in the kernel (unsent or unacknowledged). Frame headers
+        are not counted as written, so this can only err towards "no progress"."""
+        t = self.transport
+        if t is None or t.is_disconnected:
+            return None
+        under = t.underlying_transport
+        sock = under.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return None
+        return self._written - under.get_write_buffer_size() - queued
+
     # FrameSink
     def send_frame(self, frame: bytes) -> None:
         t = self.transport
@@ -137,6 +173,7 @@ class _Peer(WSListener):
         # disconnect; writing then only logs a warning per frame.
         if t is not None and not t.is_disconnected and not t.underlying_transport.is_closing():
             t.send(WSMsgType.TEXT, frame)
+            self._written += len(frame)
 
     send_text = send_frame  # realtime.gateway.Transport
 
@@ -197,8 +234,8 @@ class WsServer:
                 True,  # disconnect_on_exception: a bug in a handler closes that connection (1011)
                 config.handshake_timeout,
                 True,  # enable_auto_ping
-                PING_IDLE,
-                PING_REPLY,
+                config.ping_idle,
+                config.ping_reply,
                 picows.WSAutoPingStrategy.PING_WHEN_IDLE,
                 True,  # enable_auto_pong
                 max(16 * limit, 1 << 20),  # max_frame_size: beyond it, close 1009 unread
