@@ -163,9 +163,9 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
             }
             for s, b in zip(stats, stats_before, strict=True)
         ]
-        # Frames that reach a page after their playout instant are not played (none do in a run
-        # with CPU to spare, docs/benchmarks.md): a page or server starved of CPU for that long
-        # cannot show simultaneity; skipped, as above, with the share that came late.
+        # Frames that reach a page after their playout instant are not played (none do while
+        # recording in a run with CPU to spare; test-output/rtc-alignment.txt reports them): a page
+        # or server starved of CPU for that long cannot show simultaneity; skipped, as above.
         worst = max(n / max(total, 1) for per in late for n, total in per.values())
         if worst > 0.02:
             pytest.skip(f"machine starved: {worst:.0%} of a slot's frames came after their playout instant")
