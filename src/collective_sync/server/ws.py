@@ -34,6 +34,9 @@ WS_PATH = "/ws"
 REALTIME_PATH = "/realtime/v1/websocket"  # where supabase-js connects (`<url>/realtime/v1` + /websocket)
 RESTART_REASON = "server restarting; reconnect and resume"
 log = logging.getLogger("collective_sync.ws")
+# The kernel's count of unsent or unacknowledged bytes on a socket (Linux; elsewhere the
+# keepalive counts pongs only).
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
 class _Peer(WSListener):
@@ -160,8 +163,10 @@ class _Peer(WSListener):
         sock = under.get_extra_info("socket")
         if sock is None:
             return None
+        if _OUTQ is None:
+            return None
         try:
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
         except OSError:
             return None
         return self._written - under.get_write_buffer_size() - queued
