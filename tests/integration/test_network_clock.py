@@ -77,16 +77,22 @@ async def test_clocks_agree_and_updates_apply_together(server) -> None:
 
         watcher = asyncio.create_task(watch())
 
-        # 1. Agreement with the server clock, checked repeatedly while probing goes on.
+        # 1. Agreement with the server clock, checked repeatedly while probing goes on. The server
+        # runs in this process: when the machine starves this loop, every exchange's reply is
+        # late by as much, which no estimator can tell from path delay; that much is allowed.
         node_clock = server.server.node.clock
+        starved = LoopLag()
         for _ in range(12):
             for s in followers:
                 # After a burst of exchanges (not `locked`: its honest 1 ms bound can take a busy
                 # machine longer than this test to claim on the 30 ms jittery link).
                 await s.client.wait_for(lambda c: c.network.started and c.exchanges >= 20, 15)
                 err = s.client.network_time() - node_clock()
-                assert abs(err) < 0.003, f"network clock off by {err * 1e3:.2f} ms"
+                assert abs(err) < 0.003 + starved.worst, (
+                    f"network clock off by {err * 1e3:.2f} ms (loop lag {starved.worst * 1e3:.1f} ms)"
+                )
             await followers[1].client.time_exchange()
+        starved.stop()
 
         # 2. The same update applies at the same true instant everywhere. Each follower reports
         # when its own network clock read the due instant (`network - due` after it): a loop that
