@@ -40,6 +40,9 @@ class LingeringTransport:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
+    def is_closing(self) -> bool:  # on every send of a fan-out: not through __getattr__
+        return self._transport.is_closing()
+
     def close(self) -> None:
         t = self._transport
         if self._lingering or t.is_closing():
