@@ -182,9 +182,9 @@ class RealtimeSocket:
         assert conn is not None
         meta: dict[str, Any] = {BOOKKEEPING: {"tracked": False}}
         req: dict[str, Any]
-        if ch.sid in self.node.sessions or retried:
+        session = self.node.sessions.get(ch.sid)
+        if session is not None or retried:
             req = {"type": "join", "session": ch.sid, "name": ANONYMOUS, "meta": meta}
-            session = self.node.sessions.get(ch.sid)
             if conn.identity is not None and session is not None and not retried:
                 # A Realtime client keeps no resume token: its verified user takes back its
                 # dropped Realtime participant (and the lead), also after a restart.
