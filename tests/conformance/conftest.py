@@ -7,12 +7,15 @@ Keyword arguments are `ServerConfig` fields; `grace_period`, `max_clock_skew`, `
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from support import make_config
 
 from collective_sync.server.config import ServerConfig
+from collective_sync.server.session import SessionLimits
 
-_SESSION_LIMITS = {"grace_period", "max_clock_skew", "history", "max_state_keys"}
+_SESSION_LIMITS = {field.name for field in dataclasses.fields(SessionLimits)}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -43,6 +43,7 @@ from ..protocol.messages import (
     Joined,
     JoinRole,
     Left,
+    Roster,
     RtcAnswer,
     SessionSettings,
     TimeReply,
@@ -567,7 +568,7 @@ class Client:
             gone = self.sessions.pop(session)
             gone.end(msg.reason, _LEFT_BECAUSE[msg.reason])
             self._emit("ended", session=session, code=msg.reason, reason=_LEFT_BECAUSE[msg.reason])
-        elif kind is Left or kind is Ack or kind is Invite or kind is RtcAnswer:
+        elif kind is Left or kind is Ack or kind is Invite or kind is RtcAnswer or kind is Roster:
             self._resolve(rid, msg)
         elif kind is Error:
             if rid is not None and rid in self._pending:

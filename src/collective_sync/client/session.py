@@ -13,6 +13,7 @@ from ..engine.state import nest
 from ..protocol.messages import (
     Control,
     ControlOut,
+    Count,
     CreateInvite,
     Error,
     Handover,
@@ -27,6 +28,8 @@ from ..protocol.messages import (
     ParticipantInfo,
     PolaritySync,
     Presence,
+    Roster,
+    RosterRequest,
     ServerMessage,
     SessionSettings,
     Signal,
@@ -80,7 +83,9 @@ class Session:
         self.token = joined.token  # pass as `resume=` to rejoin as the same participant
         self.settings: SessionSettings = joined.settings
         self.leader: str | None = joined.leader
+        # A large session lists only its roster here; the rest is counted (see `headcount`).
         self.participants: dict[str, ParticipantInfo] = {p.id: p for p in joined.participants}
+        self.count: Count | None = joined.count
         self.values: dict[str, Any] = dict(joined.state.values)  # flat path -> value snapshot
         self.version = joined.state.v
         # State can arrive twice or out of order when a data channel carries it too.
@@ -108,6 +113,19 @@ class Session:
     def role(self) -> str:
         p = self.participants.get(self.me)
         return p.role if p else "participant"
+
+    @property
+    def headcount(self) -> int:
+        """Everyone in the session: the latest head count while some are only counted (a large
+        session), else the participants listed."""
+        c = self.count
+        return c.total if c is not None and c.total > c.listed else len(self.participants)
+
+    async def roster(self, after: int | None = None, limit: int = 100) -> Roster:
+        """A page of everyone, in join order (`Roster.next` is the next page's `after`): a view
+        of this moment, for a large session whose `participants` lists only its roster."""
+        reply: Roster = await self.client.request(RosterRequest(session=self.id, after=after, limit=limit))
+        return reply
 
     @property
     def is_leader(self) -> bool:
@@ -239,6 +257,8 @@ class Session:
                 self.participants[p.id] = p
             for pid in msg.leaves:
                 self.participants.pop(pid, None)
+            if msg.count is not None:
+                self.count = msg.count
         elif type(msg) is Leader:
             self.leader = msg.leader
         elif type(msg) is Moderated and msg.action in ("lock", "unlock"):

@@ -219,6 +219,16 @@ class Signal(_Msg, tag="signal"):
     rid: Rid | None = None
 
 
+class RosterRequest(_Msg, tag="roster"):
+    """A page of the session's participants in join order (a large session's `joined` and
+    `presence` show only the roster: see `Count`); `after` is the previous page's `next`."""
+
+    session: SessionId
+    after: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    rid: Rid | None = None
+
+
 ClientMessage = (
     Create
     | Join
@@ -236,6 +246,7 @@ ClientMessage = (
     | RtcPublish
     | RtcClose
     | Signal
+    | RosterRequest
 )
 CLIENT_TYPES: frozenset[str] = frozenset(
     {
@@ -255,6 +266,7 @@ CLIENT_TYPES: frozenset[str] = frozenset(
         "rtc_publish",
         "rtc_close",
         "signal",
+        "roster",
     }
 )
 
@@ -287,6 +299,17 @@ class ParticipantInfo(msgspec.Struct, rename="camel", omit_defaults=True):
     facilitator: bool = False  # named by the host (or by the user's role claim): leads first
     live: list[str] = []  # media slots it is publishing ("voice", "engine")
     listening: bool = False  # its peer connection to the SFU is up (it hears the streams)
+
+
+class Count(msgspec.Struct, rename="camel"):
+    """How many are in a session. Beyond the roster limit only the roster (leader, host,
+    facilitators, publishers and the first arrivals) is shown one by one; everyone else is
+    counted here, and listed on request (`roster`)."""
+
+    total: int
+    connected: int
+    observers: int
+    listed: int  # on the roster; `total - listed` are only counted (0: everyone is listed again)
 
 
 class Snapshot(msgspec.Struct, rename="camel"):
@@ -322,6 +345,7 @@ class Joined(_Msg, tag="joined"):
     host: str | None = None  # the participant who created it (moderates)
     locked: bool = False  # no new joins (resuming still works)
     media: list[MediaSlot] = []  # the session's live streams
+    count: Count | None = None  # only when `participants` is not everyone (a large session)
     rid: int | None = None
 
 
@@ -342,6 +366,18 @@ class Presence(_Msg, tag="presence"):
     joins: list[ParticipantInfo] = []
     leaves: list[str] = []
     updates: list[ParticipantInfo] = []
+    count: Count | None = None  # a large session's head count (at most every `presence_interval`)
+
+
+class Roster(_Msg, tag="roster"):
+    """Reply to `roster`: participants in join order; `next` is the `after` of the next page
+    (absent on the last page)."""
+
+    session: str
+    participants: list[ParticipantInfo]
+    count: Count
+    next: int | None = None
+    rid: int | None = None
 
 
 class Invite(_Msg, tag="invite"):
@@ -438,4 +474,5 @@ ServerMessage = (
     | RtcAnswer
     | Media
     | SignalOut
+    | Roster
 )

@@ -40,6 +40,8 @@ from ..protocol.messages import (
     Limits,
     Moderate,
     Presence,
+    Roster,
+    RosterRequest,
     RtcAnswer,
     RtcCandidate,
     RtcClose,
@@ -174,6 +176,7 @@ class Node:
         self._dirty: list[Connection] = []
         self._closing: list[tuple[Connection, CloseCode, str]] = []  # decided, done at the next flush
         self._watch: set[str] = set()  # sessions with a pending deadline (grace or expiry)
+        self._counting: set[str] = set()  # sessions whose head count has yet to go out
         self._ids = itertools.count(1)
         self._limits = Limits(
             config.max_message_bytes, config.rate_per_second, config.burst, config.max_sessions_per_connection
@@ -194,6 +197,7 @@ class Node:
             RtcPublish: self._rtc_publish,
             RtcClose: self._rtc_close,
             Signal: self._signal,
+            RosterRequest: self._roster,
         }
 
     # --- lifetime --------------------------------------------------------------------------
@@ -376,6 +380,13 @@ class Node:
                     self._watch.discard(sid)
             elif session.empty_since is not None and now - session.empty_since >= self.config.session_ttl:
                 self._end(session, now, "empty")
+        for sid in list(self._counting):
+            counted = self.sessions.get(sid)
+            out = counted.count_out(now) if counted is not None else None
+            if counted is not None and out is not None:
+                self._publish(counted, [out])
+            if counted is None or not counted.count_dirty:
+                self._counting.discard(sid)
         if self._snapshot_due:
             every = self.config.snapshot_interval
             for sid in list(self._snapshot_due):
@@ -507,7 +518,7 @@ class Node:
                     token=token,
                     role=p.role,
                     leader=session.leader,
-                    participants=[q.info() for q in session.participants.values()],
+                    participants=session.roster_for(p),
                     state=session.snapshot(),
                     seq=session.released_seq,  # controls still waiting for the disk follow
                     settings=session.settings,
@@ -515,6 +526,7 @@ class Node:
                     host=session.host,
                     locked=session.locked,
                     media=list(session.media.values()),
+                    count=session.count() if session.crowded else None,
                     rid=rid,
                 ),
             )
@@ -586,6 +598,14 @@ class Node:
         outs = [Out(out, to=t) for t in targets]
         self._after(session, lambda: self._send(session, outs))
         self._ack(conn, msg.rid)
+
+    def _roster(self, conn: Connection, msg: RosterRequest, now: float) -> None:
+        """A page of everyone (a large session shows only its roster): a view of this moment;
+        the crowd's later comings and goings show only in the head count."""
+        session, _ = self._member(conn, msg.session)
+        page, after = session.roster_page(msg.after, msg.limit)
+        reply = Roster(session=session.id, participants=page, count=session.count(), next=after, rid=msg.rid)
+        self._private(conn, reply)
 
     # --- WebRTC signalling (the SFU is in server/sfu; the rules are the session's) -----------
 
@@ -895,6 +915,8 @@ class Node:
 
     def _publish(self, session: Session, outs: list[Out]) -> None:
         """Send now, or after the session's writes still waiting for the disk (keeps order)."""
+        if session.count_dirty:
+            self._counting.add(session.id)
         if outs:
             if self.media is not None and (session.media or session.id in self.media.peers):
                 outs = self._media_follow(session, outs)

@@ -21,6 +21,7 @@ from ..protocol.errors import ErrorCode, ProtocolError
 from ..protocol.messages import (
     VALIDATED_CONTROL_EVENTS,
     ControlOut,
+    Count,
     JoinRole,
     Leader,
     Left,
@@ -101,6 +102,10 @@ class SessionLimits:
     max_clock_skew: float = 30.0  # accepted |at - server now| for stamped messages
     history: int = 1024  # control messages kept for replay on resume
     max_state_keys: int = 4096
+    # Beyond this many, a participant joins the crowd: counted, not announced one by one (its
+    # join would cost every member a message: N^2 while a ceremony fills up). See `Count`.
+    roster_limit: int = 100
+    presence_interval: float = 0.5  # the crowd's head count goes out at most this often
 
 
 @dataclass
@@ -129,6 +134,12 @@ class Session:
     barred: set[str] = field(default_factory=set)  # verified users the host removed
     revoked: dict[str, float] = field(default_factory=dict)  # invite id -> expiry, until then
     media: dict[str, MediaSlot] = field(default_factory=dict)  # live slot -> publisher and clock map
+    # The roster: participants announced one by one (the rest is the crowd, only counted).
+    shown: set[str] = field(default_factory=set)
+    count_dirty: bool = False  # the head count changed since it last went out
+    _roster: list[ParticipantInfo] | None = None  # the roster's infos, for `joined` (cached)
+    _crowd_told: bool = False  # the last head count sent had a crowd
+    _count_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
@@ -169,7 +180,7 @@ class Session:
         if saved.state is not None:
             s.state = StateDoc.load(saved.state, limits.max_state_keys)
         stopped = now if stopped_at is None else stopped_at
-        for r in saved.participants:
+        for r in sorted(saved.participants, key=lambda r: r.order):
             if r.grace_until is None:
                 grace_until = now + limits.restart_grace
             else:
@@ -190,6 +201,7 @@ class Session:
             )
             s.participants[p.id] = p
             s._tokens[p.token_hash] = p.id
+            s._show(p)
         s.dirty = set(s.participants)
         return s
 
@@ -199,6 +211,7 @@ class Session:
             if p.conn is not None:
                 p.conn, p.dropped_at, p.grace_until = None, now, None
                 self.dirty.add(p.id)
+        self._roster = None
 
     # --- membership ------------------------------------------------------------------------
 
@@ -238,11 +251,13 @@ class Session:
         self.empty_since = None
         self.dirty.add(pid)
         self.record_dirty = True
-        outs.append(Out(Presence(session=self.id, joins=[p.info()]), exclude=pid))
         if claim:
             self.leader = pid
-            if len(self.participants) > 1:
-                outs.append(Out(Leader(session=self.id, leader=pid, reason="claimed")))
+        self.count_dirty = True
+        if self._show(p):
+            outs.append(Out(Presence(session=self.id, joins=[p.info()]), exclude=pid))
+        if claim and len(self.participants) > 1:
+            outs.append(Out(Leader(session=self.id, leader=pid, reason="claimed")))
         return p, token, outs
 
     def resume(self, token: str, conn: str, user: str | None = None) -> tuple[Participant, list[Out]]:
@@ -258,7 +273,8 @@ class Session:
         was_connected = p.conn is not None
         p.conn, p.dropped_at, p.grace_until = conn, None, None
         self.dirty.add(p.id)
-        return p, [] if was_connected else [Out(Presence(session=self.id, updates=[p.info()]))]
+        self.count_dirty = True
+        return p, [] if was_connected else self._told(p)
 
     def reissue(self, user: str, which: Callable[[Participant], bool]) -> str | None:
         """A fresh resume token for this verified user's most recently dropped participant among
@@ -288,7 +304,8 @@ class Session:
             return []
         p.conn, p.dropped_at, p.grace_until = None, now, now + self.limits.grace_period
         self.dirty.add(pid)
-        return [Out(Presence(session=self.id, updates=[p.info()]))]
+        self.count_dirty = True
+        return self._told(p)
 
     def remove(self, pid: str, now: float) -> list[Out]:
         """Participant gone for good (left, or grace expired): presence diff, area cleared, failover."""
@@ -298,7 +315,13 @@ class Session:
         self._tokens.pop(p.token_hash, None)
         self.dirty.discard(pid)
         self.gone.add(pid)
-        outs = [Out(Presence(session=self.id, leaves=[pid]))]
+        self.count_dirty = True
+        outs: list[Out] = []
+        if pid in self.shown:
+            self.shown.discard(pid)
+            self._roster = None
+            outs.append(Out(Presence(session=self.id, leaves=[pid])))
+            outs.extend(self._fill_roster())
         cleared = self.state.remove_area(f"{PARTICIPANT_ROOT}.{pid}")
         if cleared:
             self.state_dirty = True
@@ -337,7 +360,7 @@ class Session:
         self.dirty.add(heir.id)
         return [
             Out(Leader(session=self.id, leader=heir.id, reason="failover", previous=previous)),
-            Out(Presence(session=self.id, updates=[heir.info()])),
+            *self._told(heir),
         ]
 
     # --- requests --------------------------------------------------------------------------
@@ -406,7 +429,7 @@ class Session:
                 )
             named.facilitator = action == "facilitator"
             self.dirty.add(named.id)
-            return [told, Out(Presence(session=self.id, updates=[named.info()]))]
+            return [told, *self._told(named)]
         if action == "revoke":
             if not target:
                 raise ProtocolError(ErrorCode.INVALID_TARGET, "revoke needs the invite's id as target")
@@ -431,7 +454,7 @@ class Session:
         p = self.participants[pid]
         p.meta = meta
         self.dirty.add(pid)
-        return [Out(Presence(session=self.id, updates=[p.info()]))]
+        return self._told(p)
 
     def handover(self, pid: str, to: str) -> list[Out]:
         self._require_leader(pid)
@@ -445,7 +468,7 @@ class Session:
         self.record_dirty = True
         return [
             Out(Leader(session=self.id, leader=to, reason="handover", previous=pid)),
-            Out(Presence(session=self.id, updates=[old.info(), heir.info()])),
+            *self._told(old, heir),
         ]
 
     def control(
@@ -506,7 +529,7 @@ class Session:
         self.media[slot] = MediaSlot(slot=slot, publisher=pid)
         p = self.participants[pid]
         p.live = tuple(sorted((*p.live, slot)))
-        return [Out(self.media_message()), Out(Presence(session=self.id, updates=[p.info()]))]
+        return [Out(self.media_message()), *self._told(p)]
 
     def media_map(self, slot: str, rtp_ts: int, at: float, rate: float) -> list[Out]:
         current = self.media.get(slot)
@@ -520,7 +543,7 @@ class Session:
         if p is None or p.listening == up:
             return []
         p.listening = up
-        return [Out(Presence(session=self.id, updates=[p.info()]))]
+        return self._told(p)
 
     def media_rights(self) -> list[str]:
         """Slots whose publisher is gone or may no longer publish (lost the lead, left)."""
@@ -532,7 +555,7 @@ class Session:
         p = self.participants.get(m.publisher)
         if p is not None:
             p.live = tuple(s for s in p.live if s != slot)
-            outs.append(Out(Presence(session=self.id, updates=[p.info()])))
+            outs.extend(self._told(p))
         return outs
 
     def unpublish(self, slot: str) -> list[Out]:
@@ -540,6 +563,93 @@ class Session:
 
     def media_message(self) -> Media:
         return Media(session=self.id, slots=list(self.media.values()))
+
+    # --- presence at scale -----------------------------------------------------------------
+
+    def _notable(self, p: Participant) -> bool:
+        """Always on the roster: who leads, hosts, facilitates or publishes."""
+        return p.role == "leader" or p.facilitator or p.id == self.host or bool(p.live)
+
+    def _show(self, p: Participant) -> bool:
+        """Put an arriving participant on the roster if there is room (or it is notable)."""
+        if len(self.shown) < self.limits.roster_limit or self._notable(p):
+            self.shown.add(p.id)
+            self._roster = None
+            return True
+        return False
+
+    def _told(self, *changed: Participant) -> list[Out]:
+        """Presence for participants whose info changed: a roster member's goes to everyone; a
+        crowd member who became notable joins the roster; any other crowd member is told only
+        itself (the others see the head count)."""
+        updates = [p.info() for p in changed if p.id in self.shown]
+        joins = [p.info() for p in changed if p.id not in self.shown and self._notable(p)]
+        outs: list[Out] = []
+        if updates or joins:
+            self._roster = None
+            self.shown.update(p.id for p in joins)
+            outs.append(Out(Presence(session=self.id, joins=joins, updates=updates)))
+        for p in changed:
+            if p.id not in self.shown:
+                self.count_dirty = True
+                outs.append(Out(Presence(session=self.id, updates=[p.info()]), to=p.id))
+        return outs
+
+    def _fill_roster(self) -> list[Out]:
+        """A roster member left: the longest-present crowd member takes its place."""
+        if len(self.shown) >= self.limits.roster_limit or len(self.shown) >= len(self.participants):
+            return []
+        # The roster is mostly the first arrivals, so the first crowd member is found early.
+        heir = next(p for p in self.participants.values() if p.id not in self.shown)
+        self.shown.add(heir.id)
+        return [Out(Presence(session=self.id, joins=[heir.info()]))]
+
+    @property
+    def crowded(self) -> bool:
+        """Some participants are not on the roster (only counted)."""
+        return len(self.participants) > len(self.shown)
+
+    def count(self) -> Count:
+        ps = self.participants.values()
+        return Count(
+            total=len(self.participants),
+            connected=sum(1 for p in ps if p.conn is not None),
+            observers=sum(1 for p in ps if p.role == "observer"),
+            listed=len(self.shown),
+        )
+
+    def count_out(self, now: float) -> Out | None:
+        """The head count, if it changed, at most every `presence_interval`, while there is a
+        crowd (and once more when the crowd is gone)."""
+        if not self.count_dirty or now - self._count_at < self.limits.presence_interval:
+            return None
+        self.count_dirty = False
+        crowded = self.crowded
+        if not crowded and not self._crowd_told:
+            return None
+        self._crowd_told, self._count_at = crowded, now
+        return Out(Presence(session=self.id, count=self.count()))
+
+    def roster_for(self, p: Participant) -> list[ParticipantInfo]:
+        """What a joiner is shown: the roster (cached: in a join storm it is the same for all)
+        and itself."""
+        if self._roster is None:
+            self._roster = [q.info() for q in self.participants.values() if q.id in self.shown]
+        return self._roster if p.id in self.shown else [*self._roster, p.info()]
+
+    def roster_page(self, after: int | None, limit: int) -> tuple[list[ParticipantInfo], int | None]:
+        """Participants in join order after the cursor `after` (a join order); and the cursor of
+        the next page, if there is one."""
+        page: list[ParticipantInfo] = []
+        last = -1
+        for p in self.participants.values():
+            if after is not None and p.order <= after:
+                continue
+            if len(page) == limit:
+                return page, last
+            page.append(p.info())
+            last = p.order
+        return page, None
 
     # --- views -----------------------------------------------------------------------------
 

@@ -533,7 +533,9 @@ class App {
     $('steer').textContent = lead ? 'You are steering' : leader ? `Following ${leader.name}` : 'No leader';
     $('steer').className = `badge${lead ? ' lead' : ''}`;
     const people = [...s.participants.values()].sort((a, b) => a.joinedAt - b.joinedAt);
-    $('count').textContent = `${people.length} here`;
+    // A large session lists its roster (leader, host, facilitators, first arrivals); the rest is a count.
+    const more = s.headcount - people.length;
+    $('count').textContent = more > 0 ? `${s.headcount} here · ${more} not listed` : `${people.length} here`;
     // Rows are rebuilt: a button that had the focus (a Remove turning into Confirm) keeps it.
     const focused = $('people').contains(document.activeElement) ? document.activeElement.dataset.key : null;
     $('people').replaceChildren(...people.map((p) => this.personRow(p)));

@@ -110,7 +110,9 @@ export class Session extends EventTarget {
     this.leader = joined.leader;
     this.host = joined.host ?? null; // the participant who moderates
     this.locked = joined.locked ?? false;
+    // A large session lists only its roster here; the rest is counted (see headcount).
     this.participants = new Map(joined.participants.map((p) => [p.id, p]));
+    this.count = joined.count ?? null;
     this.values = { ...joined.state.values };
     this.version = joined.state.v;
     this.versions = new VersionGuard(joined.state.v); // the snapshot is the truth up to its v
@@ -125,6 +127,19 @@ export class Session extends EventTarget {
   get name() { return this.participants.get(this.me)?.name ?? 'guest'; }
   get role() { return this.participants.get(this.me)?.role ?? 'participant'; }
   get isLeader() { return this.leader === this.me; }
+  /** Everyone in the session: the latest head count while some are only counted, else those listed. */
+  get headcount() {
+    const c = this.count;
+    return c && c.total > c.listed ? c.total : this.participants.size;
+  }
+
+  /** A page of everyone in join order, {participants, count, next}: pass `next` as `after` for
+   *  the next page. A view of this moment, for a large session that lists only its roster. */
+  roster(after = null, limit = 100) {
+    const msg = { type: 'roster', session: this.id, limit };
+    if (after !== null) msg.after = after;
+    return this.client.request(msg);
+  }
   get state() { return nest(this.values); }
   get applied() { return this.playout.values; }
 
@@ -193,6 +208,7 @@ export class Session extends EventTarget {
         for (const p of msg.joins ?? []) this.participants.set(p.id, p);
         for (const p of msg.updates ?? []) this.participants.set(p.id, p);
         for (const id of msg.leaves ?? []) this.participants.delete(id);
+        if (msg.count) this.count = msg.count;
         break;
       case 'leader':
         this.leader = msg.leader;
@@ -751,6 +767,7 @@ export class Client extends EventTarget {
       case 'ack':
       case 'invite':
       case 'rtc_answer':
+      case 'roster':
         this.settle(msg.rid, msg);
         break;
       case 'error':
