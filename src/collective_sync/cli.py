@@ -31,6 +31,24 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument(
         "--session-ttl", type=float, default=d.session_ttl, help="seconds an empty session lives on"
     )
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=d.max_connections_per_ip,
+        help="open connections from one address (a venue's Wi-Fi, a load test) (default %(default)s)",
+    )
+    serve.add_argument(
+        "--send-threads",
+        type=int,
+        default=d.send_threads,
+        help="threads writing a large fan-out (1: the event loop alone) (default %(default)s)",
+    )
+    serve.add_argument(
+        "--roster-limit",
+        type=int,
+        default=d.session.roster_limit,
+        help="participants of a session announced one by one; the rest are counted (default %(default)s)",
+    )
     store = serve.add_mutually_exclusive_group()
     store.add_argument(
         "--data-dir",
@@ -140,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             rate_per_second=args.rate,
             burst=args.burst,
             session_ttl=args.session_ttl,
+            max_connections_per_ip=args.max_connections_per_ip,
+            send_threads=args.send_threads,
             data_dir=None if args.memory else args.data_dir,
             sync=args.sync,
             auth=AuthConfig(
@@ -161,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         config.session.grace_period = args.grace
         config.session.restart_grace = args.restart_grace
+        config.session.roster_limit = args.roster_limit
         run(config)
     elif args.command == "impair":
         _impair(args)

@@ -142,3 +142,39 @@ def test_time_reply_bypasses_the_batch() -> None:
     assert len(sink.frames) == 1  # written before any flush
     (reply,) = sink.messages()
     assert (reply.t0, reply.t1, reply.t2) == (1.5, w.now, w.now)
+
+
+def test_a_large_sessions_state_of_one_turn_goes_out_once_merged() -> None:
+    """Past the roster limit, what one writer set within a turn is one merged update; a small
+    session (above) still gets every update."""
+    w = World()
+    w.node.config.session.roster_limit = 2
+    leader, sid, rs = setup(w, 3)
+    for i in range(4):
+        w.send(
+            leader,
+            type="state_set",
+            session=sid,
+            at=w.now + i * 1e-3,
+            set={"geometry.R": i, f"geometry.x{i}": i},
+        )
+    w.node.flush()
+    got = [m for m in rs[2][1].messages() if isinstance(m, StateOut)]
+    assert len(got) == 1
+    assert got[0].coalesced
+    assert got[0].set == {
+        "geometry.R": 3,
+        "geometry.x0": 0,
+        "geometry.x1": 1,
+        "geometry.x2": 2,
+        "geometry.x3": 3,
+    }
+    assert got[0].at == w.now + 3e-3
+    # A control in between keeps its place: the state before it goes first.
+    rs[2][1].frames.clear()
+    w.send(leader, type="state_set", session=sid, at=w.now + 1, set={"geometry.R": 7})
+    w.send(leader, type="control", session=sid, event="cue")
+    w.send(leader, type="state_set", session=sid, at=w.now + 2, set={"geometry.R": 8})
+    w.node.flush()
+    kinds = [(type(m).__name__, getattr(m, "set", None)) for m in rs[2][1].messages()]
+    assert kinds == [("StateOut", {"geometry.R": 7}), ("ControlOut", None), ("StateOut", {"geometry.R": 8})]

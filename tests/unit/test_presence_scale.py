@@ -5,7 +5,10 @@ is announced to nobody, and the head count goes out at most every `presence_inte
 
 from __future__ import annotations
 
-from collective_sync.protocol.messages import Leader, Presence, SessionSettings
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collective_sync.protocol.messages import Count, Leader, Presence, SessionSettings
 from collective_sync.server.session import Out, Participant, Session, SessionLimits
 from collective_sync.server.store import RecoveredSession
 
@@ -131,3 +134,35 @@ def test_after_a_restart_the_roster_is_the_same_people() -> None:
     back = Session.restore(saved, s.limits, 100.0, 99.0)
     assert back.shown == s.shown
     assert [p.id for p in back.participants.values()] == [p.id for p in people]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "obs", "drop", "resume", "remove", "stop"]), st.integers(0, 30))
+    )
+)
+def test_the_head_count_always_equals_counting_everyone(ops: list[tuple[str, int]]) -> None:
+    """The count is kept as things change (not recounted per join): it must never drift."""
+    s = make()
+    tokens: dict[str, str] = {}
+    for k, (op, i) in enumerate(ops):
+        ids = list(s.participants)
+        target = ids[i % len(ids)] if ids else None
+        if op in ("add", "obs"):
+            p, token, _ = s.add("X", "participant" if op == "add" else "observer", {}, f"c{k}", float(k))
+            tokens[p.id] = token
+        elif op == "drop" and target:
+            s.drop(target, float(k))
+        elif op == "resume" and target:
+            s.resume(tokens[target], f"c{k}")
+        elif op == "remove" and target:
+            s.remove(target, float(k))
+        elif op == "stop":
+            s.all_dropped(float(k))
+        ps = s.participants.values()
+        assert s.count() == Count(
+            total=len(ps),
+            connected=sum(p.conn is not None for p in ps),
+            observers=sum(p.role == "observer" for p in ps),
+            listed=len(s.shown),
+        )

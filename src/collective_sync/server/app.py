@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..auth import Verifier
 from .clock import ServerClock
 from .config import ServerConfig
+from .gcpolicy import GcPolicy
 from .http import HttpApi
 from .node import Node
 from .sqlite_store import SqliteStore, StoreLocked
@@ -94,6 +95,9 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
     """Serve until SIGINT/SIGTERM, then stop gracefully (WsServer.stop): persist, tell every
     client 1001 so it reconnects and resumes, exit within `shutdown_timeout`."""
     server, port = await start(config)
+    if config.gc_young:
+        server.gc = GcPolicy(config.gc_young)
+        server.gc.start()
     host = f"[{config.host}]" if ":" in config.host else config.host
     where = f"data in {config.data_dir}" if config.data_dir is not None else "in memory only"
     http, ws = ("https", "wss") if config.tls_cert is not None else ("http", "ws")
@@ -112,6 +116,8 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if server.gc is not None:
+        server.gc.stop()
 
 
 def run(config: ServerConfig) -> None:

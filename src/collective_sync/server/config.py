@@ -26,6 +26,16 @@ class ServerConfig:
     socket_send_buffer: int | None = None  # SO_SNDBUF for client sockets; None keeps the kernel's
     ping_idle: float = 15.0  # seconds without traffic from a client before the server pings it
     ping_reply: float = 10.0  # seconds a ping may wait for its pong (or for the peer to read on)
+    # Seconds of joins and upgrades per event-loop turn: a join storm queues instead of
+    # delaying members' updates (see admission.py).
+    admission_budget: float = 0.004
+    # Flushes to at least `send_batch_min` receivers are written by this many threads (the
+    # kernel's send is most of a large fan-out's cost; see sendpool.py). 1: the loop alone,
+    # the default: on the 2-core benchmark machine, with the receivers on it, 2 gained nothing
+    # (docs/benchmarks.md); it is for servers with cores to spare.
+    send_threads: int = 1
+    send_batch_min: int = 512
+    gc_young: int = 50_000  # young-generation threshold of the GC policy (gcpolicy.py); 0: Python's own
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
     handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request
     close_linger: float = 2.0  # after our close frame: seconds the peer has to read it and close

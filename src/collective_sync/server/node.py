@@ -26,6 +26,7 @@ from ..protocol.errors import CloseCode, ErrorCode, ProtocolError
 from ..protocol.messages import (
     Ack,
     Auth,
+    ClientMessage,
     Control,
     ControlOut,
     Create,
@@ -56,10 +57,12 @@ from ..protocol.messages import (
     UpdateMeta,
     Welcome,
 )
+from .admission import Admission
 from .backplane import Backplane, Broadcast, InMemoryBackplane
 from .config import ServerConfig
 from .outbox import Outbox
 from .ratelimit import TokenBucket, Verdict
+from .sendpool import RawSink, SendPool
 from .session import Out, Participant, Session
 from .store import Ended, MemoryStore, Store
 
@@ -89,6 +92,7 @@ class Connection:
         "ip",
         "opened_at",
         "outbox",
+        "queued",
         "sessions",
         "sink",
         "told_rate_limited",
@@ -108,6 +112,7 @@ class Connection:
         self.dirty = False
         self.closing = False
         self.told_rate_limited = False
+        self.queued = 0  # its requests waiting for admission (later ones wait behind them)
 
 
 @dataclass(slots=True)
@@ -128,6 +133,7 @@ class NodeStats:
     deliveries: int = 0  # messages handed to receivers (a frame may hold many)
     coalesced_drops: int = 0
     slow_closes: int = 0
+    closed: int = 0  # connections gone (for the GC policy)
 
     def __post_init__(self) -> None:
         self.messages_in: Counter[str] = Counter()
@@ -165,6 +171,9 @@ class Node:
         self._snapshot_due: dict[str, None] = {}  # sessions whose state changed since their snapshot
         self._snapshot_at: dict[str, float] = {}
         self.schedule_flush = schedule_flush or (lambda: None)
+        # Joins (and upgrades, tcp.RequestGate) take turns; the app sets `admission.defer`.
+        self.admission = Admission(config.admission_budget)
+        self.send_pool: SendPool | None = None  # large flushes on several threads (set by the app)
         self.on_session_end: Callable[[str], None] | None = None  # observers (logs, tests)
         self.media: MediaHub | None = None  # the SFU, when WebRTC is on (set by the app)
         self._repair: set[Connection] = set()  # state went by data channel; the WS copy follows
@@ -177,6 +186,7 @@ class Node:
         self._closing: list[tuple[Connection, CloseCode, str]] = []  # decided, done at the next flush
         self._watch: set[str] = set()  # sessions with a pending deadline (grace or expiry)
         self._counting: set[str] = set()  # sessions whose head count has yet to go out
+        self._turn_state: dict[str, list[StateOut]] = {}  # a large session's state of this turn
         self._ids = itertools.count(1)
         self._limits = Limits(
             config.max_message_bytes, config.rate_per_second, config.burst, config.max_sessions_per_connection
@@ -307,6 +317,19 @@ class Node:
         if type(msg) is TimeRequest:
             self._time(conn, msg, now)
             return
+        if conn.queued or type(msg) is Join or type(msg) is Create:
+            conn.queued += 1
+            self.admission.submit(lambda: self._admitted(conn, msg))
+            return
+        self._handle(conn, msg, now)
+
+    def _admitted(self, conn: Connection, msg: ClientMessage) -> None:
+        """A request's turn came (see Admission)."""
+        conn.queued -= 1
+        if not conn.closing and not self.stopping:
+            self._handle(conn, msg, self.clock())
+
+    def _handle(self, conn: Connection, msg: ClientMessage, now: float) -> None:
         try:
             if self.verifier is not None and conn.identity is None and type(msg) is not Auth:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first: send `auth` with a token")
@@ -332,6 +355,7 @@ class Node:
         shown as disconnected, and nothing more is queued for this connection."""
         if self.conns.pop(conn.id, None) is None:
             return
+        self.stats.closed += 1
         if conn.ip is not None:
             self._forget_one(self._per_ip, conn.ip)
         if conn.identity is not None and self._forget_one(self._per_user, conn.identity.user):
@@ -412,9 +436,13 @@ class Node:
             closing, self._closing = self._closing, []
             for conn, code, reason in closing:
                 self._finish_close(conn, code, reason)
+        for sid in list(self._turn_state):
+            self._send_merged(sid)
         dirty, self._dirty = self._dirty, []
         cache: dict[tuple[bytes, ...], bytes] = {}
         stats = self.stats
+        pool = self.send_pool
+        batch: list[tuple[RawSink, bytes]] | None = [] if pool and len(dirty) >= pool.min_batch else None
         for conn in dirty:
             conn.dirty = False
             box = conn.outbox
@@ -430,7 +458,13 @@ class Node:
             stats.deliveries += len(items)
             stats.frames_out += 1
             stats.bytes_out += len(frame)
-            conn.sink.send_frame(frame)
+            if batch is not None and getattr(conn.sink, "raw_fd", None) is not None:
+                batch.append((conn.sink, frame))  # type: ignore[arg-type]
+            else:
+                conn.sink.send_frame(frame)
+        if batch and pool is not None:
+            for sink, frame in pool.send(batch):
+                sink.send_frame(frame)  # type: ignore[attr-defined]
 
     # --- request handlers ------------------------------------------------------------------
 
@@ -951,12 +985,45 @@ class Node:
             action()
 
     def _send(self, session: Session, outs: list[Out]) -> None:
+        sid = session.id
         for out in outs:
             msg = out.msg
+            if type(msg) is StateOut and out.to is None and out.exclude is None and session.crowded:
+                self._merge_state(sid, msg)
+                continue
+            if sid in self._turn_state:
+                self._send_merged(sid)  # it came first
             self.backplane.publish(
-                session.id,
-                Broadcast(encode(msg), out.to, out.exclude, msg if type(msg) is StateOut else None),
+                sid, Broadcast(encode(msg), out.to, out.exclude, msg if type(msg) is StateOut else None)
             )
+
+    def _merge_state(self, sid: str, msg: StateOut) -> None:
+        """A large session's state goes out once per turn: what one writer set within a turn is
+        merged into one update (newest value per path, `coalesced`), encoded once. When the
+        server is behind, a turn holds several updates, and each receiver then gets one write
+        instead of one per update, as a congested receiver does (see Outbox)."""
+        pending = self._turn_state.get(sid)
+        if pending is not None and pending[0].sender != msg.sender:
+            self._send_merged(sid)
+            pending = None
+        if pending is None:
+            if not self._dirty and not self._turn_state:
+                self.schedule_flush()
+            self._turn_state[sid] = [msg]
+        else:
+            pending.append(msg)
+
+    def _send_merged(self, sid: str) -> None:
+        updates = self._turn_state.pop(sid)
+        msg = updates[-1]
+        if len(updates) > 1:
+            values: dict[str, Any] = {}
+            for u in updates:
+                values.update(u.set)
+            self.stats.coalesced_drops += sum(len(u.set) for u in updates) - len(values)
+            at = max(u.at for u in updates)
+            msg = StateOut(session=sid, v=msg.v, at=at, sender=msg.sender, set=values, coalesced=True)
+        self.backplane.publish(sid, Broadcast(encode(msg), None, None, msg))
 
     def _deliver(self, sid: str, item: Broadcast) -> None:
         """Backplane handler: hand one encoded message to this process's members of `sid`."""

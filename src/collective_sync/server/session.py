@@ -140,6 +140,8 @@ class Session:
     _roster: list[ParticipantInfo] | None = None  # the roster's infos, for `joined` (cached)
     _crowd_told: bool = False  # the last head count sent had a crowd
     _count_at: float = float("-inf")
+    _connected: int = 0  # kept as they change: counting 10,000 on every join would cost O(N)
+    _observers: int = 0
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.limits.history)
@@ -201,6 +203,7 @@ class Session:
             )
             s.participants[p.id] = p
             s._tokens[p.token_hash] = p.id
+            s._observers += p.role == "observer"
             s._show(p)
         s.dirty = set(s.participants)
         return s
@@ -212,6 +215,7 @@ class Session:
                 p.conn, p.dropped_at, p.grace_until = None, now, None
                 self.dirty.add(p.id)
         self._roster = None
+        self._connected = 0
 
     # --- membership ------------------------------------------------------------------------
 
@@ -248,6 +252,8 @@ class Session:
         )
         self.participants[pid] = p
         self._tokens[digest] = pid
+        self._connected += 1
+        self._observers += p.role == "observer"
         self.empty_since = None
         self.dirty.add(pid)
         self.record_dirty = True
@@ -271,6 +277,7 @@ class Session:
         if p.user is not None and p.user != user:
             raise ProtocolError(ErrorCode.FORBIDDEN, "that participant belongs to another user")
         was_connected = p.conn is not None
+        self._connected += not was_connected
         p.conn, p.dropped_at, p.grace_until = conn, None, None
         self.dirty.add(p.id)
         self.count_dirty = True
@@ -303,6 +310,7 @@ class Session:
         if p is None or p.conn is None:
             return []
         p.conn, p.dropped_at, p.grace_until = None, now, now + self.limits.grace_period
+        self._connected -= 1
         self.dirty.add(pid)
         self.count_dirty = True
         return self._told(p)
@@ -313,6 +321,8 @@ class Session:
         if p is None:
             return []
         self._tokens.pop(p.token_hash, None)
+        self._connected -= p.conn is not None
+        self._observers -= p.role == "observer"
         self.dirty.discard(pid)
         self.gone.add(pid)
         self.count_dirty = True
@@ -610,11 +620,10 @@ class Session:
         return len(self.participants) > len(self.shown)
 
     def count(self) -> Count:
-        ps = self.participants.values()
         return Count(
             total=len(self.participants),
-            connected=sum(1 for p in ps if p.conn is not None),
-            observers=sum(1 for p in ps if p.role == "observer"),
+            connected=self._connected,
+            observers=self._observers,
             listed=len(self.shown),
         )
 

@@ -94,6 +94,7 @@ class RequestGate(asyncio.Protocol):
         linger: float,
         timeout: float,
         other: OtherHandler | None = None,
+        admit: Callable[[Callable[[], None]], None] | None = None,
     ):
         self._websocket = websocket
         self._head = head
@@ -104,6 +105,10 @@ class RequestGate(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Upgrades take their turn (server/admission.py); what arrives meanwhile is buffered.
+        self._admit = admit
+        self._waiting = False
+        self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods
@@ -114,13 +119,21 @@ class RequestGate(asyncio.Protocol):
         t = self._transport
         assert t is not None
         self._buffer += data
+        if self._waiting:
+            return
         space = self._buffer.find(b" ")
         if space < 0:
             if len(self._buffer) > 16:
                 self._reply(HTTPStatus.BAD_REQUEST, {})
             return
         if self._buffer[:space] == b"GET":
-            self._hand_over(t)
+            if self._admit is None:
+                self._hand_over(t)
+            else:  # its turn may take longer than the head's timeout; picows times the rest
+                self._waiting = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._admit(lambda: None if self._lost else self._hand_over(t))
             return
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -138,6 +151,7 @@ class RequestGate(asyncio.Protocol):
         self._reply(HTTPStatus(status), headers, length)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self._timer is not None:
             self._timer.cancel()
 

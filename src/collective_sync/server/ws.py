@@ -24,9 +24,13 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 from ..protocol.errors import CloseCode
 from ..realtime import phoenix
 from ..realtime.gateway import RealtimeSocket
+from .gcpolicy import GcPolicy
 from .http import BASE_HEADERS, HttpApi, response_headers
 from .node import Connection, FrameSink, Node
+from .sendpool import SendPool
 from .tcp import LingeringTransport, RequestGate
+
+LISTEN_BACKLOG = 4096  # capped by net.core.somaxconn
 
 # Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
 _picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
@@ -42,7 +46,7 @@ _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 class _Peer(WSListener):
     """One WebSocket connection: frames to `node.receive`, flow control to `node.pause/resume`."""
 
-    __slots__ = ("_binary", "_fragments", "_fragments_size", "_written", "conn", "node", "transport")
+    __slots__ = ("_binary", "_fd", "_fragments", "_fragments_size", "_written", "conn", "node", "transport")
 
     def __init__(self, node: Node):
         self.node = node
@@ -52,6 +56,7 @@ class _Peer(WSListener):
         self._fragments_size = 0
         self._binary = False  # the message being reassembled came in binary frames
         self._written = 0  # payload bytes handed to the transport (see `send_user_specific_ping`)
+        self._fd = -1  # the socket, for SendPool's direct writes (-1: never, e.g. TLS)
 
     def received(self, conn: Connection, data: bytes, binary: bool) -> None:
         """One complete message (the native protocol treats text and binary alike)."""
@@ -70,6 +75,9 @@ class _Peer(WSListener):
             sock = transport.underlying_transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer)
         peer = transport.underlying_transport.get_extra_info("peername")
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None and transport.underlying_transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
         self.conn = self.node.connect(self.sink(), peer[0] if peer else None)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -182,6 +190,23 @@ class _Peer(WSListener):
 
     send_text = send_frame  # realtime.gateway.Transport
 
+    def raw_fd(self) -> int:
+        """The socket, if SendPool may write this connection's next frame to it directly: not
+        while the transport has bytes queued (they go first) or the connection is closing."""
+        t = self.transport
+        if t is None or t.is_disconnected or self._fd < 0:
+            return -1
+        under = t.underlying_transport
+        if under.is_closing() or under.get_write_buffer_size():
+            return -1
+        return self._fd
+
+    def sent_raw(self, frame: bytes, rest: bytes) -> None:
+        """SendPool wrote `frame` (all but `rest`, which the transport sends after it)."""
+        self._written += len(frame)
+        if rest and self.transport is not None:
+            self.transport.underlying_transport.write(rest)
+
     def close(self, code: int, reason: str) -> None:
         """Close frame, then a lingering close (tcp.py), so the peer gets to read the code."""
         if self.transport is not None:
@@ -218,12 +243,18 @@ class WsServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        # The process's GC policy, when the server owns the process (app.serve; not in tests,
+        # which host many servers in one process).
+        self.gc: GcPolicy | None = None
         node.schedule_flush = self._schedule_flush
 
     async def start(self, host: str, port: int) -> int:
         """Listen and return the bound port (port 0 picks a free one)."""
         self._loop = loop = asyncio.get_running_loop()
+        self.node.admission.defer = loop.call_soon
         config = self.node.config
+        if config.send_threads > 1 and config.tls_cert is None:
+            self.node.send_pool = SendPool(config.send_threads, config.send_batch_min)
         limit = config.max_message_bytes
         logger = logging.getLogger("picows.server")
 
@@ -261,9 +292,13 @@ class WsServer:
                 config.close_linger,
                 config.handshake_timeout,
                 self.http.other,
+                self.node.admission.submit,
             ),
             host,
             port,
+            # A join storm (thousands connecting in a second) overflows asyncio's default of 100:
+            # the kernel then drops SYNs, and each dropped client waits a 1 s retransmit.
+            backlog=LISTEN_BACKLOG,
             ssl=tls,
             ssl_handshake_timeout=config.handshake_timeout if tls is not None else None,
         )
@@ -289,6 +324,9 @@ class WsServer:
         node.close_all(CloseCode.GOING_AWAY, RESTART_REASON)
         if node.media is not None:
             await node.media.stop()
+        if node.send_pool is not None:
+            node.send_pool.close()
+            node.send_pool = None
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(node.config.close_linger + 0.5):
@@ -365,4 +403,6 @@ class WsServer:
     def _tick(self) -> None:
         assert self._loop is not None
         self.node.tick()
+        if self.gc is not None:
+            self.gc.tick(self.node.stats.closed, len(self.node.conns))
         self._ticker = self._loop.call_later(self.node.config.tick_interval, self._tick)
