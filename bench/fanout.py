@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -134,12 +134,12 @@ class _Leader(WSListener):
                 self.session.set_result(m.session)
 
 
-async def _send_phase(transport: WSTransport, session: str, phase: Phase) -> int:
-    """Send at `phase.rate` by absolute deadlines from start to end; returns messages in window."""
+async def pace(phase: Phase, send: Callable[[float, int], None]) -> int:
+    """Call `send(at, k)` at `phase.rate` by absolute deadlines (so a late wake-up does not slow
+    the rate) from the warm-up to the window's end; returns how many fell in the window."""
     period = 1.0 / phase.rate
     k, sent = 0, 0
     start = phase.start - WARMUP_S
-    prefix = b'{"type":"state_set","session":"' + session.encode() + b'","at":'
     while True:
         deadline = start + k * period
         if deadline >= phase.end:
@@ -148,10 +148,20 @@ async def _send_phase(transport: WSTransport, session: str, phase: Phase) -> int
         if delay > 0:
             await asyncio.sleep(delay)
         at = time.time()
-        transport.send(WSMsgType.TEXT, prefix + b'%.6f,"set":{"geometry.phase":%d}}' % (at, k))
+        send(at, k)
         if at >= phase.start:
             sent += 1
         k += 1
+
+
+async def _send_phase(transport: WSTransport, session: str, phase: Phase) -> int:
+    """The leader's `state_set`s for one phase; returns messages in window."""
+    prefix = b'{"type":"state_set","session":"' + session.encode() + b'","at":'
+
+    def send(at: float, k: int) -> None:
+        transport.send(WSMsgType.TEXT, prefix + b'%.6f,"set":{"geometry.phase":%d}}' % (at, k))
+
+    return await pace(phase, send)
 
 
 # --- orchestration ------------------------------------------------------------------------
@@ -260,36 +270,29 @@ class Result:
     server_cpu_percent: float = 0.0
 
 
-async def run(clients: int, procs: int, rates: list[float], duration: float) -> dict[str, Any]:
-    server = start_server()
-    workers: list[mp.Process] = []
-    try:
-        url = f"ws://127.0.0.1:{server.port}/ws"
-        leader = _Leader()
-        transport, _ = await picows.ws_connect(lambda: leader, url)
-        transport.send(WSMsgType.TEXT, b'{"type":"create","name":"leader","rid":1}')
-        session = await asyncio.wait_for(leader.session, 10)
-
-        pipes = await spawn(
-            workers, clients, procs, lambda n, child: (_receiver_main, (url, session, n, child))
+async def sweep(
+    server: Server,
+    pipes: list[Connection],
+    clients: int,
+    rates: list[float],
+    duration: float,
+    send: Callable[[Phase], Awaitable[int]],
+) -> tuple[list[dict[str, Any]], float]:
+    """Plan the phases, run `send(phase)` for each (it returns the messages sent in the window)
+    while timing the server's CPU, then gather the receivers' latencies: one result per rate,
+    and the server's RSS (MB) after the last phase."""
+    phases = plan(pipes, rates, duration)
+    results = []
+    for ph in phases:
+        await asyncio.sleep(max(0.0, ph.start - WARMUP_S - time.time()))
+        cpu0, t0 = server.cpu_seconds(), time.time()
+        sent = await send(ph)
+        cpu1, t1 = server.cpu_seconds(), time.time()
+        results.append(
+            Result(ph.rate, sent, sent * clients, 0, server_cpu_percent=100 * (cpu1 - cpu0) / (t1 - t0))
         )
-
-        phases = plan(pipes, rates, duration)
-
-        results = []
-        for ph in phases:
-            await asyncio.sleep(max(0.0, ph.start - WARMUP_S - time.time()))
-            cpu0, t0 = server.cpu_seconds(), time.time()
-            sent = await _send_phase(transport, session, ph)
-            cpu1, t1 = server.cpu_seconds(), time.time()
-            results.append(
-                Result(ph.rate, sent, sent * clients, 0, server_cpu_percent=100 * (cpu1 - cpu0) / (t1 - t0))
-            )
-        rss = server.rss_mb()
-        per_proc = [await asyncio.to_thread(p.recv) for p in pipes]
-        transport.disconnect()
-    finally:
-        stop(server, workers)
+    rss = server.rss_mb()
+    per_proc = [await asyncio.to_thread(p.recv) for p in pipes]
 
     out = []
     for i, (res, ph) in enumerate(zip(results, phases, strict=True)):
@@ -315,6 +318,28 @@ async def run(clients: int, procs: int, rates: list[float], duration: float) -> 
                 "server_cpu_percent": round(res.server_cpu_percent, 1),
             }
         )
+    return out, rss
+
+
+async def run(clients: int, procs: int, rates: list[float], duration: float) -> dict[str, Any]:
+    server = start_server()
+    workers: list[mp.Process] = []
+    try:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        leader = _Leader()
+        transport, _ = await picows.ws_connect(lambda: leader, url)
+        transport.send(WSMsgType.TEXT, b'{"type":"create","name":"leader","rid":1}')
+        session = await asyncio.wait_for(leader.session, 10)
+
+        pipes = await spawn(
+            workers, clients, procs, lambda n, child: (_receiver_main, (url, session, n, child))
+        )
+        out, rss = await sweep(
+            server, pipes, clients, rates, duration, lambda ph: _send_phase(transport, session, ph)
+        )
+        transport.disconnect()
+    finally:
+        stop(server, workers)
     return {
         "benchmark": "fanout",
         "clients": clients,
