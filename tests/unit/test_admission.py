@@ -64,3 +64,22 @@ def test_without_an_event_loop_jobs_run_at_once() -> None:
     done: list[int] = []
     adm.submit(lambda: done.append(1))
     assert done == [1]
+
+
+def test_the_budget_grows_with_long_turns_so_joiners_are_not_starved() -> None:
+    loop = Loop()
+    flush = {"took": 0.0}
+    adm = Admission(budget=0.004, defer=loop.defer, clock=lambda: loop.now, turn=lambda: flush["took"])
+    done: list[int] = []
+
+    def job() -> None:
+        loop.now += 0.001
+        done.append(1)
+
+    for _ in range(300):
+        adm.submit(job)
+    loop.turn()
+    assert len(done) == 4  # the fixed budget
+    flush["took"] = 0.2  # fan-outs now take 200 ms: joins get half of that per turn
+    loop.turn()
+    assert len(done) == 4 + 100

@@ -145,11 +145,12 @@ def test_time_reply_bypasses_the_batch() -> None:
 
 
 def test_a_large_sessions_state_of_one_turn_goes_out_once_merged() -> None:
-    """Past the roster limit, what one writer set within a turn is one merged update; a small
-    session (above) still gets every update."""
+    """Past the roster limit, while the server is behind, what one writer set within a turn is
+    one merged update; otherwise (and in a small session, above) every update goes out."""
     w = World()
     w.node.config.session.roster_limit = 2
     leader, sid, rs = setup(w, 3)
+    w.node.flush_took = 1.0  # the server is behind
     for i in range(4):
         w.send(
             leader,
@@ -178,3 +179,15 @@ def test_a_large_sessions_state_of_one_turn_goes_out_once_merged() -> None:
     w.node.flush()
     kinds = [(type(m).__name__, getattr(m, "set", None)) for m in rs[2][1].messages()]
     assert kinds == [("StateOut", {"geometry.R": 7}), ("ControlOut", None), ("StateOut", {"geometry.R": 8})]
+
+
+def test_a_large_session_not_behind_gets_every_update() -> None:
+    w = World()
+    w.node.config.session.roster_limit = 2
+    leader, sid, rs = setup(w, 3)
+    w.node.flush_took = 0.0
+    for i in range(4):
+        w.send(leader, type="state_set", session=sid, at=w.now + i * 1e-3, set={"geometry.R": i})
+    w.node.flush()
+    got = [m.set["geometry.R"] for m in rs[2][1].messages() if isinstance(m, StateOut)]
+    assert got == [0, 1, 2, 3]

@@ -5,7 +5,10 @@ joins, each a fraction of a millisecond. Run as they arrive, one event-loop turn
 hundreds of them, and members already in the session get their updates only after that turn.
 Queued here, at most `budget` seconds of them run per turn (`defer` schedules the next turn's
 share after whatever the loop already has to do, flushes included), so members keep their
-latency and joiners wait in line instead. Free of I/O: the clock and `defer` are given.
+latency and joiners wait in line instead. When turns are long (a fan-out to thousands takes
+tens of milliseconds), a fixed budget would starve the joiners: the budget grows with the
+turn (`share` of the last flush), so joins keep a fixed share of the loop's time and members'
+latency grows by at most that share. Free of I/O: the clock and `defer` are given.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ class Admission:
         budget: float,
         defer: Callable[[Job], object] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        turn: Callable[[], float] = lambda: 0.0,
+        share: float = 0.5,
     ):
         self.budget = budget
+        self.turn = turn  # how long the loop's last fan-out took (seconds)
+        self.share = share
         self.defer = defer  # None: no event loop (unit tests of the node): jobs run at once
         self.clock = clock
         self._queue: deque[Job] = deque()
@@ -51,7 +58,7 @@ class Admission:
     def _drain(self) -> None:
         self._scheduled = False
         queue = self._queue
-        end = self.clock() + self.budget
+        end = self.clock() + max(self.budget, self.share * self.turn())
         while queue:
             job = queue.popleft()
             self.admitted += 1

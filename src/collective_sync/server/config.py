@@ -35,6 +35,9 @@ class ServerConfig:
     # (docs/benchmarks.md); it is for servers with cores to spare.
     send_threads: int = 1
     send_batch_min: int = 512
+    # A flush that took longer than this means the server is behind: a large session's state is
+    # then merged per turn (Node._merge_state), which keeps its latency bounded.
+    merge_after: float = 0.05
     gc_young: int = 50_000  # young-generation threshold of the GC policy (gcpolicy.py); 0: Python's own
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
     handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from .sfu.streamclock import ClockMap
 
 log = logging.getLogger("collective_sync.node")
+FANOUT_MEASURED = 64  # flushes to at least this many receivers set `Node.flush_took`
 
 
 class FrameSink(Protocol):
@@ -172,7 +174,7 @@ class Node:
         self._snapshot_at: dict[str, float] = {}
         self.schedule_flush = schedule_flush or (lambda: None)
         # Joins (and upgrades, tcp.RequestGate) take turns; the app sets `admission.defer`.
-        self.admission = Admission(config.admission_budget)
+        self.admission = Admission(config.admission_budget, turn=lambda: self.flush_took)
         self.send_pool: SendPool | None = None  # large flushes on several threads (set by the app)
         self.on_session_end: Callable[[str], None] | None = None  # observers (logs, tests)
         self.media: MediaHub | None = None  # the SFU, when WebRTC is on (set by the app)
@@ -187,6 +189,7 @@ class Node:
         self._watch: set[str] = set()  # sessions with a pending deadline (grace or expiry)
         self._counting: set[str] = set()  # sessions whose head count has yet to go out
         self._turn_state: dict[str, list[StateOut]] = {}  # a large session's state of this turn
+        self.flush_took = 0.0  # seconds the last fan-out (flush to many) spent writing
         self._ids = itertools.count(1)
         self._limits = Limits(
             config.max_message_bytes, config.rate_per_second, config.burst, config.max_sessions_per_connection
@@ -438,6 +441,7 @@ class Node:
                 self._finish_close(conn, code, reason)
         for sid in list(self._turn_state):
             self._send_merged(sid)
+        started = time.perf_counter()
         dirty, self._dirty = self._dirty, []
         cache: dict[tuple[bytes, ...], bytes] = {}
         stats = self.stats
@@ -465,6 +469,8 @@ class Node:
         if batch and pool is not None:
             for sink, frame in pool.send(batch):
                 sink.send_frame(frame)  # type: ignore[attr-defined]
+        if len(dirty) >= FANOUT_MEASURED:  # replies to a few joiners say nothing about the fan-out
+            self.flush_took = time.perf_counter() - started
 
     # --- request handlers ------------------------------------------------------------------
 
@@ -988,7 +994,13 @@ class Node:
         sid = session.id
         for out in outs:
             msg = out.msg
-            if type(msg) is StateOut and out.to is None and out.exclude is None and session.crowded:
+            if (
+                type(msg) is StateOut
+                and out.to is None
+                and out.exclude is None
+                and session.crowded
+                and (sid in self._turn_state or self.flush_took > self.config.merge_after)
+            ):
                 self._merge_state(sid, msg)
                 continue
             if sid in self._turn_state:
@@ -998,10 +1010,11 @@ class Node:
             )
 
     def _merge_state(self, sid: str, msg: StateOut) -> None:
-        """A large session's state goes out once per turn: what one writer set within a turn is
-        merged into one update (newest value per path, `coalesced`), encoded once. When the
-        server is behind, a turn holds several updates, and each receiver then gets one write
-        instead of one per update, as a congested receiver does (see Outbox)."""
+        """While the server is behind (its last flush took longer than `merge_after`), a large
+        session's state goes out once per turn: what one writer set within a turn is merged
+        into one update (newest value per path, `coalesced`), encoded once, and each receiver
+        gets one write per turn instead of one per update, as a congested receiver does (see
+        Outbox). Otherwise every update goes out as it came."""
         pending = self._turn_state.get(sid)
         if pending is not None and pending[0].sender != msg.sender:
             self._send_merged(sid)
