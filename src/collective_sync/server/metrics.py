@@ -46,6 +46,19 @@ class NodeCollector(Collector):
             "Messages waiting for a control to be durable before they are sent",
             value=sum(len(q) for q in node._held.values()),
         )
+        yield GaugeMetricFamily(
+            _P + "admission_waiting",
+            "Joins, creates and upgrades waiting for their turn (a join storm)",
+            value=len(node.admission),
+        )
+        yield CounterMetricFamily(
+            _P + "admitted", "Joins, creates and upgrades run by admission", value=node.admission.admitted
+        )
+        yield GaugeMetricFamily(
+            _P + "fanout_seconds",
+            "Time the last flush to many receivers spent writing",
+            value=node.flush_took,
+        )
         msgs = CounterMetricFamily(_P + "messages_in", "Valid client messages by type", labels=["type"])
         for kind, n in sorted(s.messages_in.items()):
             msgs.add_metric([kind], n)
