@@ -49,8 +49,13 @@ async def test_metrics_lists_the_documented_names(server) -> None:
         "collective_sync_store_commits_total",
         "collective_sync_store_commit_seconds_total",
         "collective_sync_held_for_disk",
+        "collective_sync_admission_waiting",
+        "collective_sync_admitted_total",
+        "collective_sync_fanout_seconds",
     ):
         assert metric(text, name) is not None, name
+    assert metric(text, "collective_sync_admission_waiting") == 0
+    assert metric(text, "collective_sync_admitted_total") >= 2  # lea's upgrade and create
     assert metric(text, "collective_sync_connections") == 1
     assert metric(text, "collective_sync_sessions") == 1
     assert metric(text, "collective_sync_participants") == 1

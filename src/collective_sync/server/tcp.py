@@ -95,6 +95,7 @@ class RequestGate(asyncio.Protocol):
         timeout: float,
         other: OtherHandler | None = None,
         admit: Callable[[Callable[[], None]], None] | None = None,
+        queued_paths: frozenset[bytes] = frozenset(),
     ):
         self._websocket = websocket
         self._head = head
@@ -107,6 +108,7 @@ class RequestGate(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         # Upgrades take their turn (server/admission.py); what arrives meanwhile is buffered.
         self._admit = admit
+        self._queued_paths = queued_paths  # GETs of these (WebSocket upgrades) take turns
         self._waiting = False
         self._lost = False
 
@@ -129,6 +131,15 @@ class RequestGate(asyncio.Protocol):
         if self._buffer[:space] == b"GET":
             if self._admit is None:
                 self._hand_over(t)
+                return
+            line_end = self._buffer.find(b"\r\n")
+            if line_end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    self._reply(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, {})
+                return  # the request line is still coming
+            target = bytes(self._buffer[space + 1 : line_end]).split(b" ", 1)[0]
+            if target.split(b"?", 1)[0] not in self._queued_paths:
+                self._hand_over(t)  # plain HTTP (a health check, the page) never waits for joiners
             else:  # its turn may take longer than the head's timeout; picows times the rest
                 self._waiting = True
                 if self._timer is not None:

@@ -37,6 +37,7 @@ _picows_protocol = picows.picows.WSProtocol  # type: ignore[attr-defined]
 WS_PATH = "/ws"
 REALTIME_PATH = "/realtime/v1/websocket"  # where supabase-js connects (`<url>/realtime/v1` + /websocket)
 RESTART_REASON = "server restarting; reconnect and resume"
+QUEUED_PATHS = frozenset({WS_PATH.encode(), REALTIME_PATH.encode()})  # upgrades take turns (admission)
 log = logging.getLogger("collective_sync.ws")
 # The kernel's count of unsent or unacknowledged bytes on a socket (Linux; elsewhere the
 # keepalive counts pongs only).
@@ -293,6 +294,7 @@ class WsServer:
                 config.handshake_timeout,
                 self.http.other,
                 self.node.admission.submit,
+                QUEUED_PATHS,
             ),
             host,
             port,
