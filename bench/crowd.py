@@ -37,7 +37,8 @@ from typing import Any
 import msgspec
 import numpy as np
 import picows
-from fanout import DRAIN_S, WARMUP_S, Phase, Server, _Leader, machine, pace
+from fanout import DRAIN_S, WARMUP_S, Phase, _Leader, machine, pace, start_server
+from fanout import table as rate_table
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 
@@ -281,41 +282,6 @@ def _worker_main(*args: Any) -> None:
     uvloop.run(_worker(*args))
 
 
-def _start_server(max_conns: int, extra: list[str]) -> Server:
-    import re
-    import subprocess
-
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collective_sync",
-            "serve",
-            "--port",
-            "0",
-            "--memory",
-            "--no-rtc",
-            "--rate",
-            "100000",
-            "--burst",
-            "100000",
-            "--max-connections-per-ip",
-            str(max_conns),
-            *extra,
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    match = re.search(r":(\d+) \(WebSocket", proc.stdout.readline())
-    if not match:
-        proc.kill()
-        raise RuntimeError("server did not start")
-    return Server(proc, int(match.group(1)))
-
-
 def _stats(lat_s: np.ndarray) -> dict[str, float]:
     if not lat_s.size:
         return {}
@@ -330,7 +296,8 @@ def _stats(lat_s: np.ndarray) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    server = _start_server(args.clients + 64, args.server_arg or [])
+    extra = ["--no-rtc", "--max-connections-per-ip", str(args.clients + 64), *(args.server_arg or [])]
+    server = start_server(*extra)
     workers: list[mp.Process] = []
     ctx = mp.get_context("spawn")
     try:
@@ -499,16 +466,9 @@ def table(r: dict[str, Any]) -> str:
         f"closed by the server: {r['closed_by_server'] or 'none'}; converged: {r['converged']}",
         f"bulk receivers: {r['bulk_receivers']}",
         "",
-        "| rate (Hz) | deliveries/s | probes got | p50 ms | p99 ms | p99.9 ms | max ms | server CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Per rate (delivered: of the probes' expected deliveries):",
+        rate_table(r),
     ]
-    for x in r["results"]:
-        lat = x["latency_ms"]
-        lines.append(
-            f"| {x['rate_hz']:g} | {x['deliveries_per_s']:,} | {100 * x['delivery_ratio']:.2f}% | "
-            f"{lat.get('p50')} | {lat.get('p99')} | {lat.get('p999')} | {lat.get('max')} | "
-            f"{x['server_cpu_percent']}% |"
-        )
     return "\n".join(lines)
 
 

@@ -183,7 +183,9 @@ class Server:
         return kb / 1024
 
 
-def start_server() -> Server:
+def start_server(*extra: str) -> Server:
+    """`collective-sync serve` on a free port, in memory, with rate limits out of the way;
+    `extra` arguments are passed on."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -199,6 +201,7 @@ def start_server() -> Server:
             "100000",
             "--log-level",
             "WARNING",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,
