@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
-import sys
 import time
 from array import array
 from collections import Counter
@@ -37,7 +35,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import picows
-from fanout import DRAIN_S, WARMUP_S, Phase, _Leader, machine, pace, start_server
+from fanout import DRAIN_S, WARMUP_S, Phase, _Leader, emit, machine, pace, start_server
 from fanout import table as rate_table
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -493,12 +491,7 @@ def main() -> None:
     import uvloop
 
     report = uvloop.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    print(table(report), file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(report, table(report), args.json)
 
 
 if __name__ == "__main__":

@@ -396,11 +396,16 @@ def main() -> None:
 
     rates = [float(r) for r in args.rates.split(",")]
     report = uvloop.run(run(args.clients, args.procs, rates, args.duration))
+    emit(report, table(report), args.json)
+
+
+def emit(report: dict[str, Any], summary: str, path: str | None) -> None:
+    """The JSON report on stdout (and in `path`), the summary table on stderr."""
     text = json.dumps(report, indent=2)
     print(text)
-    print(table(report), file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as f:
+    print(summary, file=sys.stderr)
+    if path:
+        with open(path, "w") as f:
             f.write(text + "\n")
 
 
