@@ -409,8 +409,7 @@ class Node:
                 self._end(session, now, "empty")
         for sid in list(self._counting):
             counted = self.sessions.get(sid)
-            out = counted.count_out(now) if counted is not None else None
-            if counted is not None and out is not None:
+            if counted is not None and (out := counted.count_out(now)) is not None:
                 self._publish(counted, [out])
             if counted is None or not counted.count_dirty:
                 self._counting.discard(sid)

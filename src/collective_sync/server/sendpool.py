@@ -82,7 +82,7 @@ class SendPool:
             self.batches += 1
             shares = self._split(jobs)
             futures = [self._pool.submit(_write_all, s) for s in shares[1:]] if self._pool else []
-            short = [(i, n) for i, n in _write_all(shares[0])]
+            short = _write_all(shares[0])
             offset = len(shares[0])
             for share, fut in zip(shares[1:], futures, strict=True):
                 short += [(offset + i, n) for i, n in fut.result()]
