@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { DisciplinedClock, PLL_DEFAULTS } from '../../src/collective_sync/web/sdk/clock.js';
-import { ESTIMATOR_DEFAULTS } from '../../src/collective_sync/web/sdk/estimator.js';
+import { ClockEstimator, ESTIMATOR_DEFAULTS } from '../../src/collective_sync/web/sdk/estimator.js';
 import {
   ADAPTIVE_DEFAULTS, FORGET_EVERY, JITTER_DEFAULTS, JitterBuffer,
 } from '../../src/collective_sync/web/sdk/jitter.js';
@@ -109,4 +109,27 @@ test('tuning constants match the Python dataclasses', () => {
   assert.deepEqual({ ...PLL_DEFAULTS }, camel(d.pll));
   assert.deepEqual({ ...ADAPTIVE_DEFAULTS }, camel(d.adaptiveDelay));
   assert.deepEqual({ ...JITTER_DEFAULTS, forgetEvery: FORGET_EVERY }, d.jitter);
+});
+
+test('a starved host does not restart the window over and over, nor inflate its bound (implausible fits are not kept)', () => {
+  // Half the trips wait ~100 ms (exponential) for a starved sender or reader; true offset 0.
+  for (let seed = 1; seed <= 12; seed++) {
+    let state = seed;
+    const rnd = () => { state = (state * 1103515245 + 12345) % 2 ** 31; return state / 2 ** 31; };
+    const expo = (mean) => -mean * Math.log(1 - rnd());
+    const trip = () => 0.0005 + expo(rnd() < 0.5 ? 0.1 : 0.0005);
+    const est = new ClockEstimator();
+    let t = 1000;
+    for (let k = 0; k < 600; k++) {
+      t += 0.05 + 0.25 * rnd() + (rnd() < 0.2 ? expo(0.1) : 0);
+      const t1 = t + trip();
+      const t2 = t1 + 0.0001;
+      const t3 = t2 + trip();
+      est.add({ t0: t, t1, t2, t3 });
+      t = t3;
+    }
+    assert.ok(est.discontinuities <= 3, `seed ${seed}: ${est.discontinuities} restarts`);
+    assert.ok(Math.abs(est.last.skew) < 10e-6, `seed ${seed}: skew ${est.last.skew}`);
+    assert.ok(est.pathExcess < 2e-3, `seed ${seed}: path excess ${est.pathExcess}`); // no negative best round trip
+  }
 });

@@ -84,6 +84,9 @@ class Estimate:
         return self.offset + self.skew * (local - self.at_local)
 
 
+PLAUSIBLE_PRIORS = 5.0  # a skew beyond this many prior spreads (1000 ppm) is no oscillator's
+
+
 @dataclass
 class EstimatorConfig:
     window: int = 2048  # samples kept: enough that max_span, not this, bounds the fastest probing
@@ -232,9 +235,21 @@ class ClockEstimator:
         self._track_route(sample)
         self.last = self._fit(sample.t3) or self.last
         best, when = self._best_delay
-        if self.last is not None and (self.last.delay <= best or sample.t3 - when > cfg.asymmetry_memory):
+        # (Only a plausible fit's: one with a wild skew can put the round trip below zero, which
+        # remembered as the best would inflate `path_excess`, the error bound, for minutes.)
+        if (
+            self.last is not None
+            and self._plausible(self.last)
+            and (self.last.delay <= best or sample.t3 - when > cfg.asymmetry_memory)
+        ):
             self._best_delay = (self.last.delay, sample.t3)
         return self.last
+
+    def _plausible(self, est: Estimate) -> bool:
+        """Whether a fit could describe real clocks: a round trip of at least zero and a skew
+        within PLAUSIBLE_PRIORS spreads of real oscillators'. A starved host's few bins over a
+        short span can fit a skew of percent (and with it a negative round trip)."""
+        return est.delay >= 0 and abs(est.skew) <= PLAUSIBLE_PRIORS * self.config.skew_prior
 
     def _thin(self) -> None:
         """Drop one sample from the older half of a full window: the one least useful to either
@@ -301,7 +316,14 @@ class ClockEstimator:
         """Begin a new window (re-acquisition). The oscillator's rate survives a jump of its
         reading, so the learned skew becomes the prior of the new fit."""
         if self.last is not None:
-            self._prior = (self.last.skew, max(self.last.skew_error, 1e-6))
+            # Unless the fit it ended with was implausible: carried as a tight prior, a skew of
+            # percent would make every later sample contradict the window again (restarting it
+            # endlessly).
+            self._prior = (
+                (self.last.skew, max(self.last.skew_error, 1e-6))
+                if self._plausible(self.last)
+                else (0.0, self.config.skew_prior)
+            )
         self.discontinuities += 1
         self._clean = (*self._prior, samples[-1].t3)
         self._calm_scale = float("inf")

@@ -21,6 +21,8 @@
  * @property {number} skewError
  */
 
+/** A skew beyond this many prior spreads (1000 ppm) is no oscillator's (see restart). */
+export const PLAUSIBLE_PRIORS = 5.0;
 /** A round trip under this share of the window's least is not the path's (see tooFast). */
 export const FAST_FACTOR = 0.75;
 /** A trip may beat its envelope by this many error bounds, not more (see consistent). */
@@ -187,10 +189,16 @@ export class ClockEstimator {
     this.trackRoute(sample);
     this.last = this.fit(sample.t3) ?? this.last;
     const [best, when] = this.bestDelay;
-    if (this.last !== null && (this.last.delay <= best || sample.t3 - when > cfg.asymmetryMemory)) {
+    // (Only a plausible fit's: a wild skew's negative round trip would inflate pathExcess.)
+    if (this.last !== null && this.plausible(this.last) && (this.last.delay <= best || sample.t3 - when > cfg.asymmetryMemory)) {
       this.bestDelay = [this.last.delay, sample.t3];
     }
     return this.last;
+  }
+
+  /** A round trip of at least zero and a skew real oscillators can have (see _plausible). */
+  plausible(est) {
+    return est.delay >= 0 && Math.abs(est.skew) <= PLAUSIBLE_PRIORS * this.config.skewPrior;
   }
 
   /** Append, or insert in local-time order if a later reply overtook this one. */
@@ -262,7 +270,11 @@ export class ClockEstimator {
 
   /** A new window (re-acquisition); the learned skew becomes the prior of the new fit. */
   restart(samples) {
-    if (this.last !== null) this.prior = [this.last.skew, Math.max(this.last.skewError, 1e-6)];
+    if (this.last !== null) {
+      // Unless that fit was implausible (see _restart): a tight prior on a skew of percent would
+      // make every later sample contradict the window again.
+      this.prior = this.plausible(this.last) ? [this.last.skew, Math.max(this.last.skewError, 1e-6)] : [0, this.config.skewPrior];
+    }
     this.discontinuities++;
     const now = samples[samples.length - 1].t3;
     this.clean = [...this.prior, now];
