@@ -38,3 +38,36 @@ test('no pairs are taken before the context runs', () => {
   const clock = new AudioClock({ getOutputTimestamp: () => ({ performanceTime: 0, contextTime: 0 }) }, { network: {} });
   assert.equal(clock.sample(), false);
 });
+
+test('a jump of either clock starts the pairs afresh; jitter and drift do not', () => {
+  let perfMs = 0;
+  let ctxOffset = 2;
+  let jitter = 0;
+  const ctx = { getOutputTimestamp: () => ({ performanceTime: perfMs, contextTime: ctxOffset + (perfMs / 1000) * (1 + 100e-6) + jitter }) };
+  const clock = new AudioClock(ctx, { network: { toLocal: (t) => t } }, (ms) => 1000 + ms / 1000);
+  for (let k = 1; k <= 200; k++) {
+    perfMs = k * 50;
+    jitter = (k % 7 - 3) * 0.004; // ±12 ms of timestamp jitter
+    clock.sample();
+  }
+  assert.equal(clock.jumps, 0);
+  assert.equal(clock.fit.pairs.length, 64);
+  // The context was suspended for 0.3 s: its clock now lags the local clock by 0.3 s more.
+  ctxOffset -= 0.3;
+  jitter = 0;
+  for (let k = 201; k <= 260; k++) { perfMs = k * 50; clock.sample(); }
+  assert.equal(clock.jumps, 1);
+  assert.equal(clock.fit.pairs.length, 60); // only pairs after the jump
+  const local = 1000 + 13;
+  assert.ok(Math.abs(clock.contextTimeAtLocal(local) - (ctxOffset + 13 * (1 + 100e-6))) < 1e-9);
+});
+
+test('a slope from jittery pairs over a short span is bounded to what crystals differ by', async () => {
+  const { networkMap, MAX_DRIFT } = await import('../../src/collective_sync/web/sdk/audio-clock.js');
+  const fit = new LineFit(200);
+  // 3 s of pairs whose jitter (±10 ms, rising) reads as a 0.6 % rate difference.
+  for (let k = 0; k <= 60; k++) fit.add(k * 0.05, 5 + k * 0.05 * 1.006);
+  const map = networkMap(fit, { toNetwork: (l) => l + 100 }, 8, 2);
+  assert.ok(Math.abs(fit.line.slope - 1.006) < 1e-9);
+  assert.ok(Math.abs(map.rate - 1 / (1 + MAX_DRIFT)) < 1e-9, `rate ${map.rate}`);
+});

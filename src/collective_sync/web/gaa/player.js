@@ -35,11 +35,6 @@ export class GaaPlayer {
     // How far each map refresh moved the time being played (s, at the refresh): a jittery output
     // clock or a correcting network clock shows here, as a phase jump in every oscillator.
     this.jumps = [];
-    // The local clock jumped (the network clock re-acquires): the output-timestamp pairs taken
-    // before it map the old local scale onto context time. Start the map afresh.
-    client.addEventListener('clock', (ev) => {
-      if (ev.detail.kind === 'reacquire' && this.audioClock) this.audioClock.fit.pairs.length = 0;
-    });
     this.timer = null;
     this.meterBuffer = null;
   }

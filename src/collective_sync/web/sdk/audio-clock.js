@@ -43,6 +43,11 @@ export class LineFit {
   }
 }
 
+/** Largest rate difference taken between the audio and the local clock: both run off crystals
+ *  that differ by ppm, so a steeper slope is the pairs' jitter over a short span (after a start or
+ *  a jump). Playing at a wrong rate is a pitch error; this bounds it at 0.1 % (under 2 cents). */
+export const MAX_DRIFT = 1e-3;
+
 /**
  * Context time -> network time near context time `ctxTime`, as {ctx, net, rate} meaning
  * network = net + (contextTime - ctx) · rate: the output-timestamp fit (context <-> local) composed
@@ -59,13 +64,19 @@ export function networkMap(fit, network, ctxTime, minSpan = 0) {
   // the audio and local clocks differ by ppm, so until the pairs span `minSpan` s take them as equal.
   const n = fit.pairs.length;
   const span = n > 1 ? fit.pairs[n - 1][0] - fit.pairs[0][0] : 0;
-  const slope = span >= minSpan ? line.slope : 1;
+  const slope = span >= minSpan ? Math.min(Math.max(line.slope, 1 - MAX_DRIFT), 1 + MAX_DRIFT) : 1;
   const local = x0 + (ctxTime - y0) / slope;
   const net = network.toNetwork(local);
   const h = 0.1; // take the disciplined clock's local rate over a short step
   const rate = (network.toNetwork(local + h) - net) / h / slope;
   return { ctx: ctxTime, net, rate };
 }
+
+/** s: a pair this far off the pairs' offset (context − local) means one of the two clocks jumped
+ *  (the context was suspended, the output underran badly, the machine slept): the pairs before it
+ *  describe the old relation. Output timestamps jitter by a few ms even on a loaded machine, and
+ *  the two crystals drift by ppm (µs over the fit's seconds), so neither reaches this. */
+export const JUMP = 0.05;
 
 export class AudioClock {
   /**
@@ -79,14 +90,28 @@ export class AudioClock {
     this.client = client;
     this.perfToLocal = perfToLocal;
     this.fit = new LineFit();
+    this.jumps = 0; // times the pairs were dropped because a clock jumped
     this.timer = null;
   }
 
-  /** Take one (local, context) pair; call regularly (start() does, every 100 ms). */
+  /**
+   * Take one (local, context) pair; call regularly (start() does, every 100 ms). The pairs relate
+   * two local clocks only (the network clock's re-acquisitions leave them valid), so the fit
+   * checks them itself: a pair that shows a jump starts it afresh.
+   */
   sample() {
     const ts = this.ctx.getOutputTimestamp?.();
     if (!ts || !ts.performanceTime || ts.contextTime <= 0) return false; // not running yet
-    this.fit.add(this.perfToLocal(ts.performanceTime), ts.contextTime);
+    const local = this.perfToLocal(ts.performanceTime);
+    const pairs = this.fit.pairs;
+    if (pairs.length) {
+      const offset = pairs.reduce((s, [x, y]) => s + y - x, 0) / pairs.length;
+      if (Math.abs(ts.contextTime - local - offset) > JUMP) {
+        pairs.length = 0;
+        this.jumps++;
+      }
+    }
+    this.fit.add(local, ts.contextTime);
     return true;
   }
 

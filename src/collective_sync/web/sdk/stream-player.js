@@ -33,9 +33,6 @@ export class StreamPlayer {
     this.timer = null;
     this.requests = new Map();
     this.rid = 0;
-    client.addEventListener('clock', (ev) => {
-      if (ev.detail.kind === 'reacquire' && this.audioClock) this.audioClock.fit.pairs.length = 0;
-    });
   }
 
   async start() {
