@@ -25,6 +25,7 @@ from rtcpeer import peaks as spectrum_peaks  # the same analysis for the Python 
 __all__ = ["spectrum_peaks"]
 
 RATE = 48000
+QUANTUM = 128  # frames per render quantum
 VOICE_TONE = 1330.0  # Hz: the steady part of the "voice" (not a harmonic of the engine's base)
 # A known engine sound: base 55 Hz (harmonics 55, 110, 165 … Hz; an 18 ms period, so alignment by
 # correlation is unambiguous within ±9 ms), swaying at 12 · 4 / 2π ≈ 7.6 Hz (not periodic).
@@ -175,7 +176,7 @@ class Recording:
 
 def recording(dump: dict[str, Any]) -> Recording:
     firsts = np.asarray(dump["frames"], dtype=float)
-    frames = (firsts[:, None] + np.arange(128)).ravel()
+    frames = (firsts[:, None] + np.arange(QUANTUM)).ravel()
     pairs = np.asarray(dump["pairs"])
     # The output clock as a line through the browser's (true, context) pairs: single headless
     # timestamps jitter by ms, the line through hundreds of them much less.
@@ -188,12 +189,13 @@ def recording(dump: dict[str, Any]) -> Recording:
 
 
 def lag_between(
-    a: Recording, b: Recording, slot: str, span: float = 2.0, reach: float = 0.02
+    a: Recording, b: Recording, slot: str, span: float = 2.0, reach: float = 0.02, back: float = 0.0
 ) -> tuple[float, float]:
     """How much later (s) page b plays `slot` than page a, in true time, and the normalised
     correlation there: b's recording is placed on a's time grid, the lag is the correlation peak
-    within ±`reach` (refined between samples by a parabola)."""
-    end = min(a.times[-1], b.times[-1]) - reach
+    within ±`reach` (refined between samples by a parabola). The window is the `span` seconds
+    ending `back` seconds before the recordings' common end."""
+    end = min(a.times[-1], b.times[-1]) - reach - back
     keep = (a.times >= end - span) & (a.times <= end)
     t, xa = a.times[keep], a.slots[slot][keep]
     step = float(np.mean(np.diff(t)))
@@ -209,3 +211,14 @@ def lag_between(
         frac = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)
     norm = float(corr[i] / np.sqrt(np.sum(xa**2) * np.sum(xb[i : i + t.size] ** 2) + 1e-30))
     return (i + frac - k) * step, norm
+
+
+def piece_correlations(
+    a: Recording, b: Recording, slot: str, piece: float = 0.25, span: float = 4.0, reach: float = 0.005
+) -> list[float]:
+    """The correlation of `slot` between two pages in each `piece` of the last `span` seconds,
+    each at its own lag within ±`reach`: whether both play the same audio, allowing their
+    clocks to slew apart by the few hundred ppm a network clock corrects its phase at (which
+    over whole seconds moves a 1330 Hz tone by a large part of its cycle)."""
+    pieces = range(int(span / piece))
+    return [lag_between(a, b, slot, span=piece, reach=reach, back=k * piece)[1] for k in pieces]

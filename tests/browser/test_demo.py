@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from audio_timeline import STARVE_SPAN, STEP_LIMIT, output_step_ms
 from demo_pages import open_page as open_demo_page
 from playwright.async_api import Browser, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -143,28 +144,11 @@ class Heard:
 
 
 QUANTUM = 128  # frames per render quantum
-STEP_LIMIT = 2.0  # ms: an output-timeline shift beyond this is an underrun's (headless jitter is ~0.1 ms)
 # µs: a clock-map step beyond this is a phase jump the residual would count (89 µs is a radian at a
 # 1.8 kHz harmonic: seen once in CI to lift a page's residual to 0.38 with its shift at 0.07 ms).
 JUMP_LIMIT = 50.0
 WANDER = 0.25e-3  # s: clock wander allowed within the window (the accuracy goal is 1 ms)
-STARVE_SPAN = 30.0  # s: a page starved this recently (output-timeline step) is not judged yet
 CALM_WAIT = 45.0  # s: how long a change waits for every page to be that long without a step
-
-
-def output_step_ms(pairs: np.ndarray, until: float) -> float:
-    """How far the output timeline (true time vs context time) moved in the STARVE_SPAN seconds
-    of true time before `until`: an underrun shifts it for good (every later sample is heard
-    later), which biases the player's clock map for as long as that map looks back, and comes
-    with a main thread starved of time exchanges too. A sustained jump of the residuals about one
-    line (median of 7, so one jittery timestamp does not count)."""
-    recent = pairs[(pairs[:, 0] >= until - STARVE_SPAN) & (pairs[:, 0] <= until)]
-    if recent.shape[0] < 8:
-        return 0.0
-    slope, intercept = np.polyfit(recent[:, 1], recent[:, 0], 1)
-    resid = recent[:, 0] - (intercept + slope * recent[:, 1])
-    smooth = np.array([np.median(resid[i : i + 7]) for i in range(resid.size - 6)])
-    return float(np.ptp(smooth)) * 1e3
 
 
 async def settled_clock(page: Page, bound: float, timeout_ms: int = 30000) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_timeline import STEP_LIMIT, output_step_ms
 from demo_pages import create_on_demo, open_page
 from playwright.async_api import Browser, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -26,6 +27,7 @@ from rtc_pages import (
     VOICE_TONE,
     install_tap,
     lag_between,
+    piece_correlations,
     publisher_browser,
     recording,
     spectrum_peaks,
@@ -54,8 +56,20 @@ MAPPED = (
     "['voice', 'engine'].every((s) => demo.session.media.some((m) => m.slot === s && m.at !== undefined))"
 )
 STATE = f"""() => ({{ctx: demo.rtc?.player.ctx?.state, fit: demo.rtc?.player.audioClock?.fit.pairs.length,
+  jumps: demo.rtc?.player.audioClock?.jumps,
   pairs: window.pairs?.length, listening: demo.rtc?.listening, error: {CLOCK_ERROR},
   media: demo.session.media}})"""
+
+
+# The worst clock bound and the output fit's restarts from now on (polled by the page itself).
+WATCH = f"""() => {{
+  const jumps0 = demo.rtc.player.audioClock.jumps;
+  window.watched = {{ bound: 0, jumps: 0 }};
+  setInterval(() => {{
+    watched.bound = Math.max(watched.bound, {CLOCK_ERROR});
+    watched.jumps = demo.rtc.player.audioClock.jumps - jumps0;
+  }}, 20);
+}}"""
 
 
 async def wait_for(page: Page, condition: str, timeout: float) -> None:
@@ -81,13 +95,17 @@ async def settled_clock(page: Page, bound: float, timeout: float = 30) -> None:
 
 async def wait_settled(page: Page, condition: str, timeout: float) -> None:
     """`wait_for`, except that a page whose network clock lost its lock meanwhile (its error
-    bound above 3 ms: the machine starved it) skips the run as `settled_clock` does."""
+    bound above 3 ms) or whose audio output stalled (its output-timestamp fit started afresh):
+    the machine starved it, and the run is skipped as `settled_clock` does."""
     try:
         await page.wait_for_function(f"() => {condition}", timeout=timeout * 1000)
     except PlaywrightTimeout:
         reached = await page.evaluate(f"() => {CLOCK_ERROR}")
         if reached > 0.003:
             pytest.skip(f"machine starved: a page's clock bound went to {reached * 1e3:.1f} ms")
+        jumps = await page.evaluate("() => demo.rtc?.player.audioClock?.jumps ?? 0")
+        if jumps:
+            pytest.skip(f"machine starved: a page's audio output stalled over 50 ms ({jumps} times)")
         pytest.fail(f"{condition} not reached in {timeout} s: {await page.evaluate(STATE)}")
 
 
@@ -145,10 +163,13 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
         # 6 s of audio; the network clocks must have settled.
         for page in pages:
             await settled_clock(page, 0.003, timeout=45)
-            # A network clock that re-acquires (a starved machine) clears the output-timestamp pairs.
+            # 100 output-timestamp pairs (5 s); a clock jump (a starved output) starts them afresh.
             await wait_settled(page, "demo.rtc.player.audioClock.fit.pairs.length >= 100", 60)
             await wait_for(page, "pairs.length >= 300", 40)
-        # The counters over the 6 s the tap will hold.
+        # The counters over the 6 s the tap will hold, and each page's clock bound and output
+        # restarts meanwhile.
+        for page in pages:
+            await page.evaluate(WATCH)
         stats_before = [await page.evaluate("() => demo.rtc.stats()") for page in pages]
         marks = [await page.evaluate("() => pairs.length") for page in pages]
         for page, mark in zip(pages, marks, strict=True):
@@ -156,6 +177,17 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
         stats = [await page.evaluate("() => demo.rtc.stats()") for page in pages]
         dumps = await asyncio.gather(*(page.evaluate("() => dumpTap()") for page in pages))
         recs = [recording(d) for d in dumps]
+        # A page whose clock lost its lock while recording (its bound over 3 ms) or whose audio
+        # output stalled (its output fit restarted): the machine starved it (skipped, as above).
+        watched = [await page.evaluate("() => watched") for page in pages]
+        if any(w["bound"] > 0.003 or w["jumps"] for w in watched):
+            pytest.skip(f"machine starved while recording: clock bound and output stalls {watched}")
+        # An underrun while recording shifts the page's output for good: the audio after it is
+        # heard later than its time line says, which no player can undo (skipped, as above).
+        pairs = [np.asarray(d["pairs"]) for d in dumps]  # the recordings' time lines are fitted to these
+        steps = [output_step_ms(p, float(p[-1, 0]), span=np.inf) for p in pairs]
+        if max(steps) > STEP_LIMIT:
+            pytest.skip(f"machine starved: a page's audio output underran while recording ({steps} ms)")
         late = [
             {
                 slot: (s[slot]["late"] - b[slot]["late"], s[slot]["received"] - b[slot]["received"])
@@ -189,14 +221,19 @@ async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process,
                 assert st[slot]["played"] > 100 and st[slot]["errors"] == 0, (i, slot, st[slot])
         lags = {}
         for slot in ("voice", "engine"):
-            lag, corr = lag_between(recs[0], recs[1], slot)
-            lags[slot] = lag
+            # The lag in four 1 s windows (each holds a tone and a sweep: one lag fits); the
+            # correlation in quarter seconds, where the pages' slewing clocks move little.
+            windows = [lag_between(recs[0], recs[1], slot, span=1.0, back=k)[0] for k in range(4)]
+            lags[slot] = max(windows, key=abs)
+            corrs = sorted(piece_correlations(recs[0], recs[1], slot))
+            median = corrs[len(corrs) // 2]
             report.append(
-                f"{slot}: listener 1 plays {lag * 1e3:+.3f} ms after listener 0 (correlation {corr:.3f})"
+                f"{slot}: listener 1 plays {', '.join(f'{lag * 1e3:+.3f}' for lag in windows)} ms after"
+                f" listener 0 (per 0.25 s correlation: median {median:.3f}, min {corrs[0]:.3f})"
             )
             print(report[-1])
-            # The same decoded stream, at the same instant (a high correlation says it is the same audio).
-            assert corr > 0.9, (slot, corr)
+            # The same decoded stream (a high correlation says it is the same audio), at the same instant.
+            assert median > 0.9, (slot, corrs)
         report.append(f"late/received frames while recording, per listener: {late}")
         OUTPUT.mkdir(exist_ok=True)
         (OUTPUT / "rtc-alignment.txt").write_text("\n".join(report) + "\n")
