@@ -64,7 +64,7 @@ async def test_metrics_lists_the_documented_names(server) -> None:
     assert re.search(r"^process_\w+ ", text, re.MULTILINE), "process metrics"
 
 
-async def test_api_sessions_lists_public_sessions_only(server) -> None:
+async def test_api_sessions_lists_public_sessions_with_someone_there(server) -> None:
     pub = await Raw.open(server.url)
     joined = await pub.request(
         {"type": "create", "name": "Lea", "settings": {"public": True, "ceremonyType": "dawn"}}, rid=1
@@ -75,10 +75,20 @@ async def test_api_sessions_lists_public_sessions_only(server) -> None:
     j2 = await vacant.request({"type": "create", "name": "V", "settings": {"public": True}}, rid=1)
     await member(server.url, j2["session"], "Obs", "observer")
     await vacant.request({"type": "leave", "session": j2["session"]}, rid=2)
+    # A public session whose people all dropped or left: its creator's connection closed (in its
+    # grace, so the session has not ended), then the one who saw that go left.
+    dropped = await Raw.open(server.url)
+    j3 = await dropped.request({"type": "create", "name": "D", "settings": {"public": True}}, rid=1)
+    witness, _ = await member(server.url, j3["session"], "W", "observer")
+    await dropped.close()
+    update = await witness.expect("presence")
+    assert update["updates"][0]["id"] == j3["you"] and update["updates"][0]["connected"] is False
+    await witness.request({"type": "leave", "session": j3["session"]}, rid=2)
     resp = await http(server.http, "/api/sessions")
     assert resp.status == 200
     sessions = {s["id"]: s for s in resp.json()["sessions"]}
-    assert set(sessions) == {joined["session"], j2["session"]}
+    assert set(sessions) == {joined["session"], j2["session"]}  # not j3's
+    assert j3["session"] not in sessions
     s = sessions[joined["session"]]
     assert s["participants"] == 2
     assert s["leader"] == {"id": joined["you"], "name": "Lea"}

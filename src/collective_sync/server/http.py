@@ -142,7 +142,9 @@ class HttpApi:
     def _public_sessions(self) -> list[_SessionInfo]:
         out = []
         for s in self.node.sessions.values():
-            if not s.settings.public:
+            # Public, and somebody there: a session whose people all dropped (it waits out their
+            # grace before ending) is not one to join.
+            if not s.settings.public or not s.count().connected:
                 continue
             leader = s.participants.get(s.leader) if s.leader else None
             out.append(
