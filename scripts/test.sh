@@ -14,12 +14,15 @@ command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The real Supabase clients the Realtime-compatible endpoint is tested against (versions pinned
-# in tests/realtime/package-lock.json); installed again only when the lock file changed.
-if ! cmp -s tests/realtime/package-lock.json tests/realtime/node_modules/.installed-lock.json; then
-  npm ci --prefix tests/realtime --no-audit --no-fund --loglevel=error
-  cp tests/realtime/package-lock.json tests/realtime/node_modules/.installed-lock.json
-fi
+# npm packages the tests use, versions pinned in each lock file: the real Supabase clients the
+# Realtime-compatible endpoint is tested against (tests/realtime), and axe-core, which the browser
+# tests inject into the demo (tests/browser). Installed again only when a lock file changed.
+for dir in tests/realtime tests/browser; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
+  fi
+done
 .venv/bin/ruff check --no-cache .  # no cache: a fresh clone (CI) sees what this sees
 .venv/bin/ruff format --no-cache --check .
 .venv/bin/mypy src/collective_sync

@@ -174,11 +174,12 @@ def listed(http: str) -> list[str]:
 
 async def test_a_private_session_is_never_listed(server, browser) -> None:
     ana = await open_page(browser, f"{server.http}/")
-    # "List it publicly" is on by default; Private overrides it.
-    assert await ana.is_checked("#create-form input[name=public]")
+    # Listing is off by default, and Private overrides it.
+    assert not await ana.is_checked("#create-form input[name=public]")
+    await ana.check("#create-form input[name=public]")
     private, _ = await create_on_demo(ana, "Ana", private=True)
     sol = await open_page(browser, f"{server.http}/")
-    public, _ = await create_on_demo(sol, "Sol")  # the listing works: a public one is in it
+    public, _ = await create_on_demo(sol, "Sol", public=True)  # the listing works: a public one is in it
     ids = await asyncio.to_thread(listed, server.http)
     assert public in ids
     assert private not in ids

@@ -15,6 +15,7 @@ import { Client, ServerError } from '/sdk/client.js';
 import { RtcLink, rtcSupported } from '/sdk/rtc.js';
 import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/gaa/engine.js';
 import { GaaPlayer } from '/gaa/player.js';
+import { checkName, checkSession, initial } from './forms.js';
 import { ClockPanel } from './panel.js';
 
 const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread until the audio starts
@@ -26,7 +27,7 @@ const ERROR_TEXT = {
   not_leader: 'Only the leader can change the sound.',
   rate_limited: 'Too many changes at once; slow down a little.',
   too_many_sessions: 'This connection is in too many sessions.',
-  invalid_message: 'The server refused that message as invalid.',
+  invalid_message: 'The server could not accept that. Check the name (1–64 characters) and the session link, then try again.',
   session_locked: 'This session is locked by its host: nobody new can join until they unlock it.',
 };
 // A private session refuses a join (`forbidden`): with an invite, it is revoked, expired or for
@@ -36,6 +37,22 @@ const INVITE_NEEDED = 'This session is private — ask the host for an invite li
 const CONFIRM_MS = 5000; // a two-step button (Remove, End session) waits this long for its confirmation
 
 const GONE = new Set(['session_ended', 'session_not_found']);
+const LOBBY_REFRESH_MS = 5000; // the lobby's list is fetched again this often while it is shown
+const LOBBY_ROWS = 8;
+const CEREMONIES = { dawn: 'Dawn', dusk: 'Dusk', solstice: 'Solstice' };
+
+/** A ceremony type as people read it. */
+function ceremonyLabel(type) {
+  if (!type) return 'Open session';
+  return CEREMONIES[type] ?? type.charAt(0).toUpperCase() + type.slice(1);
+}
+
+/** How long ago, in words ("just now", "5 min ago", "2 h ago"). */
+function ago(seconds) {
+  if (!(seconds >= 60)) return 'just now';
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  return `${Math.floor(seconds / 3600)} h ago`;
+}
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -118,8 +135,21 @@ class App {
     const sid = params.get('s');
     // This tab was in that session (a reload): come back as the same participant, no questions.
     if (sid && this.client.savedSession(sid)) await this.join(sid, null, true);
-    else if (sid && params.get('name')) await this.join(sid, params.get('name'));
-    else this.showLobby(sid);
+    else if (sid && params.get('name')) {
+      // An invite link with a name: join at once, unless the link's id or name cannot be sent.
+      const link = checkSession(sid);
+      const named = checkName(params.get('name'));
+      if (link.error || named.error) {
+        await this.showLobby(link.error ? null : sid);
+        if (link.error) this.fieldMessage('join', $('join-form').elements.session, link.error);
+        else this.fieldMessage('join', $('join-form').elements.name, named.error);
+      } else await this.join(sid, named.name);
+    } else {
+      await this.showLobby(sid);
+      // An invite page: the name is all that is missing (or nothing, with a remembered name).
+      const form = $('join-form');
+      if (sid) (form.elements.name.value ? form.querySelector('button[type=submit]') : form.elements.name).focus();
+    }
   }
 
   async connect() {
@@ -187,10 +217,12 @@ class App {
     $('create-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const f = new FormData(ev.target);
-      Client.saveName(String(f.get('name')));
+      const { name, error } = checkName(f.get('name'));
+      if (!this.fieldMessage('create', ev.target.elements.name, error)) return;
+      Client.saveName(name);
       try {
         const isPrivate = f.get('private') === 'on'; // never listed, whatever "List it publicly" says
-        const session = await this.client.create(String(f.get('name')), {
+        const session = await this.client.create(name, {
           public: !isPrivate && f.get('public') === 'on', private: isPrivate,
           ceremonyType: String(f.get('ceremony')) || undefined,
         });
@@ -209,15 +241,31 @@ class App {
     $('join-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const f = new FormData(ev.target);
-      let sid = String(f.get('session')).trim();
-      try { // a pasted link: its session, and its invite if it carries one
-        const url = new URL(sid);
-        sid = url.searchParams.get('s') ?? sid;
-        if (url.searchParams.get('invite')) this.invite = { sid, token: url.searchParams.get('invite') };
-      } catch { /* a bare id */ }
-      Client.saveName(String(f.get('name')));
-      await this.join(sid, String(f.get('name')));
+      const fields = ev.target.elements;
+      const { sid, invite, error } = checkSession(f.get('session'));
+      if (!this.fieldMessage('join', fields.session, error)) return;
+      const named = checkName(f.get('name'));
+      if (!this.fieldMessage('join', fields.name, named.error)) return;
+      if (invite) this.invite = { sid, token: invite }; // a pasted link carries its invite
+      Client.saveName(named.name);
+      await this.join(sid, named.name);
     });
+  }
+
+  /** Show why a field cannot be sent (`error`), on its form, and focus it; or clear the form's
+   *  message. Returns whether the field is fine. */
+  fieldMessage(form, field, error) {
+    for (const el of $(`${form}-form`).elements) el.removeAttribute('aria-invalid');
+    if (form === 'join') this.joinMessage(error ? 'invalid_input' : null, error ?? null);
+    else {
+      $('create-msg').hidden = !error;
+      $('create-msg').textContent = error ?? '';
+      if (error) this.errors.push({ code: 'invalid_input', text: error });
+    }
+    if (!error) return true;
+    field.setAttribute('aria-invalid', 'true');
+    field.focus();
+    return false;
   }
 
   /** A message about joining, kept on the join form (and in `errors`); null clears it. */
@@ -248,27 +296,58 @@ class App {
     $('session-pill').hidden = true;
     $('join-msg').hidden = true;
     if (sid) $('join-form').elements.session.value = sid;
-    const list = $('public-list');
-    list.replaceChildren();
+    await this.refreshLobby();
+    clearInterval(this.lobbyTimer);
+    this.lobbyTimer = setInterval(() => { if (!$('lobby').hidden) this.refreshLobby(); }, LOBBY_REFRESH_MS);
+  }
+
+  /** The listed sessions with someone in them, fullest first: a row says what it is (ceremony,
+   *  leader), how many are there and since when; pressing it joins under the name given. */
+  async refreshLobby() {
+    let sessions;
     try {
-      const { sessions } = await (await fetch('/api/sessions')).json();
-      for (const s of sessions.slice(0, 5)) {
-        const b = document.createElement('button');
-        b.type = 'button';
-        b.className = 'ghost';
-        b.innerHTML = '<span></span><span class="muted"></span>';
-        b.firstChild.textContent = `${s.ceremonyType ?? 'Session'} with ${s.leader?.name ?? 'nobody leading'}`;
-        b.lastChild.textContent = `${s.participants} here`;
-        b.addEventListener('click', () => { $('join-form').elements.session.value = s.id; $('join-form').elements.name.focus(); });
-        list.append(b);
-      }
-    } catch { /* the list is a convenience */ }
+      ({ sessions } = await (await fetch('/api/sessions')).json());
+    } catch { return; } // the list is a convenience: kept as it was
+    const list = $('public-list');
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.sid : null;
+    sessions.sort((a, b) => b.participants - a.participants || a.createdAt - b.createdAt);
+    const now = this.client?.networkTime() ?? Date.now() / 1000;
+    list.replaceChildren(...sessions.slice(0, LOBBY_ROWS).map((s) => {
+      const li = document.createElement('li');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'ghost session-row';
+      b.dataset.sid = s.id;
+      const title = document.createElement('span');
+      title.className = 'row-title';
+      title.textContent = `${ceremonyLabel(s.ceremonyType)} · ${s.leader ? `led by ${s.leader.name}` : 'nobody leading'}`;
+      const meta = document.createElement('span');
+      meta.className = 'row-meta muted';
+      meta.textContent = `${s.participants === 1 ? '1 person' : `${s.participants} people`} · started ${ago(now - s.createdAt)}`;
+      b.append(title, meta);
+      b.addEventListener('click', () => this.joinListed(s.id));
+      li.append(b);
+      return li;
+    }));
+    $('public-empty').hidden = sessions.length > 0;
+    if (focused) list.querySelector(`[data-sid="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  /** A listed session was pressed: join it under the join form's name, or ask for one. */
+  async joinListed(sid) {
+    const form = $('join-form').elements;
+    form.session.value = sid;
+    const named = checkName(form.name.value);
+    if (!this.fieldMessage('join', form.name, named.error)) return;
+    Client.saveName(named.name);
+    await this.join(sid, named.name);
   }
 
   // --- room --------------------------------------------------------------------------------
 
   enter(session) {
     this.session = session;
+    clearInterval(this.lobbyTimer);
     // A joiner keeps its invite in the address: a reload after the server forgot it still gets in.
     const invite = this.invite?.sid === session.id ? `&invite=${encodeURIComponent(this.invite.token)}` : '';
     history.replaceState(null, '', `/?s=${encodeURIComponent(session.id)}${invite}`);
@@ -284,6 +363,10 @@ class App {
     session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
     this.wasLeader = null;
     this.renderRoom();
+    // Focus moves with the screen: to the next thing to do here, hearing the session (or, with
+    // audio already on after a rejoin, the room's first heading).
+    if (!this.player?.running) $('audio-btn').focus();
+    else $('room').querySelector('h2').focus();
     this.openRtc(session);
   }
 
@@ -568,7 +651,8 @@ class App {
     const avatar = document.createElement('span');
     avatar.className = 'avatar';
     avatar.style.background = `hsl(${hue(p.id)} 70% 70%)`;
-    avatar.textContent = p.name.slice(0, 1).toUpperCase();
+    avatar.textContent = initial(p.name);
+    avatar.setAttribute('aria-hidden', 'true');
     const name = document.createElement('span');
     name.className = 'name';
     name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.id === s.host ? ' · host' : '')
@@ -625,8 +709,12 @@ class App {
     for (const input of document.querySelectorAll('#controls input[type=range]')) {
       const value = v[input.dataset.path];
       if (typeof value === 'number' && document.activeElement !== input) input.value = String(value);
-      const out = document.querySelector(`output[data-for="${input.dataset.path}"]`);
-      if (out) out.textContent = Number(input.value).toFixed(input.step >= 1 ? 0 : 2);
+      // The readout is for eyes; screen readers hear the same text as the slider's value.
+      const unit = input.dataset.unit;
+      const text = Number(input.value).toFixed(input.step >= 1 ? 0 : 2) + (unit ? ` ${unit}` : '');
+      const out = document.querySelector(`.readout[data-for="${input.dataset.path}"]`);
+      if (out) out.textContent = text;
+      input.setAttribute('aria-valuetext', text);
     }
   }
 
@@ -741,10 +829,10 @@ class App {
       }
     }
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
-    this.panel.render({ delay: s?.playout.buffer.delay, late });
-    const lock = $('lock');
     const online = c.state === 'open';
-    lock.textContent = !online ? 'offline' : c.network.locked ? 'locked' : 'acquiring';
+    this.panel.render({ delay: s?.playout.buffer.delay, late, online });
+    const lock = $('lock');
+    lock.textContent = !online ? 'offline' : c.network.locked ? 'in sync' : 'syncing';
     lock.className = `badge ${online && c.network.locked ? 'ok' : 'warn'}`;
     if (this.sim.offset || this.sim.skew || this.sim.scripted) {
       $('sim-note').textContent = `This page runs on a simulated local clock (${this.sim.offset >= 0 ? '+' : ''}${this.sim.offset} s, ${(this.sim.skew * 1e6).toFixed(0)} ppm).`;
@@ -754,7 +842,11 @@ class App {
   meter() {
     const db = this.player?.levelDb() ?? -Infinity;
     $('meter-fill').style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
-    $('meter-db').textContent = Number.isFinite(db) && db > -100 ? `${db.toFixed(1)} dB` : '–∞ dB';
+    const audible = Number.isFinite(db) && db > -100;
+    $('meter-db').textContent = audible ? `${db.toFixed(1)} dB` : '–∞ dB';
+    const meter = $('meter');
+    meter.setAttribute('aria-valuenow', String(Math.max(-60, Math.min(0, audible ? Math.round(db) : -60))));
+    meter.setAttribute('aria-valuetext', audible ? `${db.toFixed(0)} dB` : 'silent');
     requestAnimationFrame(() => this.meter());
   }
 

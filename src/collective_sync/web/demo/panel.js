@@ -13,6 +13,14 @@ export function formatSeconds(s, signed = false) {
   return `${sign}${s.toFixed(4)} s`;
 }
 
+/** The clock's state for people: one short sentence (the numbers are in the details). */
+export function clockWords(online, locked, error) {
+  if (!online) return 'Offline — reconnecting…';
+  if (!locked || !Number.isFinite(error)) return 'Finding the shared time…';
+  const ms = error * 1e3;
+  return `In sync, ±${ms < 1 ? ms.toFixed(1) : ms.toFixed(0)} ms`;
+}
+
 export class ClockPanel {
   /** @param {import('/sdk/client.js').Client} client @param {HTMLCanvasElement} canvas */
   constructor(client, canvas) {
@@ -26,10 +34,11 @@ export class ClockPanel {
     if (this.points.length > HISTORY) this.points.shift();
   }
 
-  render({ delay, late }) {
+  render({ delay, late, online }) {
     const c = this.client;
     const last = this.points[this.points.length - 1];
     const set = (id, text) => { document.getElementById(id).textContent = text; };
+    set('clock-words', clockWords(online, c.network.locked, c.network.errorAt(c.clock())));
     set('st-rtt', formatSeconds(last?.rtt));
     set('st-offset', formatSeconds(c.network.phase(c.clock()), true));
     set('st-drift', `${c.network.freqPpm >= 0 ? '+' : ''}${c.network.freqPpm.toFixed(1)} ppm`);
@@ -41,8 +50,17 @@ export class ClockPanel {
 
   plot() {
     const { canvas } = this;
+    if (!canvas.clientWidth) return; // details closed: nothing to draw
+    // Draw at the size the canvas is shown (CSS px × device pixels), so a phone's narrow plot is
+    // not a stretched copy of a wide one.
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
     const ctx = canvas.getContext('2d');
-    const w = canvas.width, h = canvas.height;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const pts = this.points.filter((p) => p.residual !== null);
     // Scale to the bulk of the points (a few queueing outliers would flatten the rest); those
@@ -51,7 +69,9 @@ export class ClockPanel {
     const p90 = mags.length ? mags[Math.floor(0.9 * (mags.length - 1))] : 0;
     const bound = Math.max(50e-6, 1.3 * p90, ...pts.slice(-10).map((p) => Math.min(p.error, 0.01)));
     const clipTo = (v) => Math.max(-bound, Math.min(bound, v));
-    const y = (v) => h / 2 - (v / bound) * (h / 2 - 8);
+    const top = 20; // the scale's label sits above the plotted band, never on a dot
+    const mid = top + (h - top) / 2;
+    const y = (v) => mid - (v / bound) * ((h - top) / 2 - 6);
     const x = (i) => 8 + (i / Math.max(1, HISTORY - 1)) * (w - 16);
     ctx.fillStyle = 'rgba(94, 224, 192, 0.12)';
     ctx.beginPath();
@@ -59,11 +79,11 @@ export class ClockPanel {
     for (let i = pts.length - 1; i >= 0; i--) ctx.lineTo(x(i), y(-clipTo(pts[i].error)));
     ctx.fill();
     ctx.strokeStyle = '#2a3050';
-    ctx.beginPath(); ctx.moveTo(0, h / 2); ctx.lineTo(w, h / 2); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(0, mid); ctx.lineTo(w, mid); ctx.stroke();
     ctx.fillStyle = '#5ee0c0';
     pts.forEach((p, i) => { ctx.beginPath(); ctx.arc(x(i), y(clipTo(p.residual)), 2.5, 0, 2 * Math.PI); ctx.fill(); });
     ctx.fillStyle = '#8f96b8';
     ctx.font = '11px ui-monospace, monospace';
-    ctx.fillText(`±${formatSeconds(bound)}`, 6, 13);
+    ctx.fillText(`scale ±${formatSeconds(bound)}`, 6, 14);
   }
 }
