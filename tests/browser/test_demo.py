@@ -290,6 +290,8 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
     try:
         leader = await open_page(browser, f"{origins[0]}/?{clocks[0]}")
         await leader.fill("#create-form input[name=name]", "Ana")
+        # No ceremony preset: the reference render starts from the engine's defaults.
+        await leader.select_option("#create-form select[name=ceremony]", "")
         await leader.click("#create-form button[type=submit]")
         await leader.wait_for_selector("#room:not([hidden])")
         sid = await leader.text_content("#session-id")
@@ -449,6 +451,7 @@ async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, b
 async def test_refusals_presence_and_failover_show_on_the_page(server, browser) -> None:
     leader = await open_page(browser, f"{server.http}/")
     await leader.fill("#create-form input[name=name]", "Ana")
+    await leader.select_option("#create-form select[name=ceremony]", "")  # no preset: nothing set yet
     await leader.click("#create-form button[type=submit]")
     await leader.wait_for_selector("#room:not([hidden])")
     sid = await leader.text_content("#session-id")

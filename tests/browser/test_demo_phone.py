@@ -285,3 +285,113 @@ async def test_the_lobby_lists_live_sessions_and_joins_on_a_press(server, browse
         await page.close()
     await watcher.locator(f"#public-list button[data-sid='{sid}']").wait_for(state="detached", timeout=15000)
     assert await watcher.is_visible("#public-empty")
+
+
+# The last frame's angle and when it was drawn in true time (the browser's own clock, not the
+# page's possibly simulated one), and how far the page's network time is from true time.
+PHASE = """() => {
+  const m = demo.visual.last;
+  const drawn = (performance.timeOrigin + demo.visual.drawnAt) / 1000;
+  const net = demo.client.networkTime(), wall = (performance.timeOrigin + performance.now()) / 1000;
+  return { theta: m.theta, omega: m.omega, drawn, frames: demo.visual.frames, shift: net - wall };
+}"""
+
+
+@pytest.mark.timeout(120)
+async def test_the_picture_shows_one_phase_on_every_screen(server, browser) -> None:
+    """Three screens, one of them on a local clock 4 s fast and 300 ppm off: at the same true
+    instant all show the traversal at the same angle, within one frame (what it moves in 1/60 s),
+    because each draws at its network time. A follower sees which control the leader moves."""
+    ana = await page_at(browser, f"{server.http}/", "desktop")
+    sid, _ = await create_on_demo(ana, "Ana")
+    ben = await page_at(browser, f"{server.http}/?s={sid}&name=Ben&offset=4&skew=300", "phone")
+    cleo = await page_at(browser, f"{server.http}/?s={sid}&name=Cleo", "phone")
+    pages = (ana, ben, cleo)
+    for page in pages:
+        await page.wait_for_selector("#room:not([hidden])")
+        await page.wait_for_function(
+            "() => demo.client.network.locked && demo.client.network.errorAt(demo.client.clock()) < 0.002",
+            timeout=30000,
+        )
+    # A fast traversal, so that a frame's worth of angle is small against a clock's error.
+    omega = 4.0
+    await ana.evaluate(f"() => demo.change('geometry.omega', {omega})")
+    for page in pages:
+        await page.wait_for_function(f"() => demo.visual.last?.omega === {omega}", timeout=10000)
+    readings = [await page.evaluate(PHASE) for page in pages]
+    assert all(r["frames"] > 10 for r in readings)
+    # Each frame's angle carried to one true instant (omega is steady now).
+    w = max(r["drawn"] for r in readings)
+    phases = [r["theta"] + r["omega"] * (w - r["drawn"]) for r in readings]
+    spread = max(phases) - min(phases)
+    assert spread < omega / 60, (spread, readings)
+    # (Ben's page runs 4 s ahead on its own clock: an angle drawn from it would be 16 rad off.)
+
+    # The leader moves R with the keyboard; the followers see that control marked as moving.
+    slider = ana.get_by_role("slider", name="Major radius R")
+    await slider.focus()
+    await ana.keyboard.press("ArrowRight")
+    for page in (ben, cleo):
+        await page.locator(".field.moving input[data-path='geometry.R']").wait_for()
+    assert await ana.locator(".field.moving").count() == 0  # the leader knows what it moves
+    for page in pages:
+        assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_listener_taps_to_hear_sets_volume_and_mutes_and_the_roster_shows_it(server, browser) -> None:
+    ana = await page_at(browser, f"{server.http}/", "desktop")
+    sid, _ = await create_on_demo(ana, "Ana")
+    ben = await page_at(browser, f"{server.http}/?s={sid}&name=Ben", "phone")
+    await ben.wait_for_selector("#room:not([hidden])")
+    ben_id = await ben.evaluate("() => demo.session.me")
+    row = ana.locator(f"#people li[data-id='{ben_id}']")
+    await row.wait_for()
+    audio = "(id) => demo.session.participants.get(id).meta?.audio ?? null"
+    assert await ana.evaluate(audio, ben_id) is None  # not hearing yet (no sound started)
+    assert await row.locator(".badge.muted").count() == 0
+    assert await ben.is_visible("#tap-note")
+    tap = ben.get_by_role("button", name="▶ Tap to hear")
+    await tap.tap()  # a touch: the gesture browsers want before they play sound
+    await ben.wait_for_function("() => demo.player?.running")
+    assert await ben.is_hidden("#tap-note")
+    await ana.wait_for_function(f"(id) => ({audio})(id) === 'on'", arg=ben_id)
+    await row.locator(".badge.listening").wait_for()
+
+    # The volume by keys (the engine's master gain follows), then mute.
+    gain = "demo.player.master.gain.value"
+    volume = ben.get_by_role("slider", name="Volume", exact=True)
+    await volume.focus()
+    for _ in range(10):
+        await ben.keyboard.press("ArrowLeft")  # 10 steps of 0.05
+    await ben.wait_for_function(f"() => Math.abs({gain} - 0.5) < 0.01")
+    assert await volume.get_attribute("aria-valuetext") == "50 %"
+    await ben.get_by_role("button", name="Mute", exact=True).click()
+    await ben.wait_for_function(f"() => {gain} < 0.001")
+    await row.locator(".badge.muted").wait_for()
+    assert await row.locator(".badge.listening").count() == 0
+    await ben.get_by_role("button", name="Unmute", pressed=True).click()
+    await ben.wait_for_function(f"() => Math.abs({gain} - 0.5) < 0.01")
+    await row.locator(".badge.listening").wait_for()
+    await check_screen(ben, "listening")
+    for page in (ana, ben):
+        assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_ceremony_starts_from_its_preset_which_late_joiners_get_too(server, browser) -> None:
+    ana = await page_at(browser, f"{server.http}/", "desktop")
+    await ana.select_option("#create-form select[name=ceremony]", "dusk")
+    sid, _ = await create_on_demo(ana, "Ana", public=True)
+    preset = await ana.evaluate("async () => (await import('/demo/presets.js')).PRESETS.dusk.values")
+    # Sent through the state path: a late joiner gets it in its snapshot.
+    ben = await page_at(browser, f"{server.http}/?s={sid}&name=Ben", "phone")
+    await ben.wait_for_selector("#room:not([hidden])")
+    for path, value in preset.items():
+        await ben.wait_for_function(
+            "([p, v]) => JSON.stringify(demo.session.values[p]) === JSON.stringify(v)", arg=[path, value]
+        )
+    # The late joiner's sliders show it, and the lobby names the ceremony for people.
+    assert await ben.get_by_role("slider", name="Winding n").input_value() == str(preset["geometry.n"])
+    lobby = await page_at(browser, f"{server.http}/", "phone")
+    row = lobby.locator(f"#public-list button[data-sid='{sid}'] .row-title")
+    await row.wait_for()
+    assert (await row.text_content()).startswith("Dusk · led by Ana")

@@ -17,6 +17,8 @@ import { DEFAULTS, DEFAULT_BASE, Engine, leaderChange, polarityChanges } from '/
 import { GaaPlayer } from '/gaa/player.js';
 import { checkName, checkSession, initial } from './forms.js';
 import { ClockPanel } from './panel.js';
+import { PRESETS, ceremonyLabel } from './presets.js';
+import { GeometryView } from './visual.js';
 
 const LEAD = 0.1; // seconds ahead of due that changes reach the audio thread until the audio starts
 const SEND_INTERVAL = 50; // ms between a leader's sends while dragging (20 Hz; the server allows 200/s)
@@ -37,15 +39,9 @@ const INVITE_NEEDED = 'This session is private — ask the host for an invite li
 const CONFIRM_MS = 5000; // a two-step button (Remove, End session) waits this long for its confirmation
 
 const GONE = new Set(['session_ended', 'session_not_found']);
+const MOVING_MS = 1200; // how long a follower's control stays marked after the leader moved it
 const LOBBY_REFRESH_MS = 5000; // the lobby's list is fetched again this often while it is shown
 const LOBBY_ROWS = 8;
-const CEREMONIES = { dawn: 'Dawn', dusk: 'Dusk', solstice: 'Solstice' };
-
-/** A ceremony type as people read it. */
-function ceremonyLabel(type) {
-  if (!type) return 'Open session';
-  return CEREMONIES[type] ?? type.charAt(0).toUpperCase() + type.slice(1);
-}
 
 /** How long ago, in words ("just now", "5 min ago", "2 h ago"). */
 function ago(seconds) {
@@ -96,6 +92,15 @@ function describe(err) {
   return String(err?.message ?? err);
 }
 
+/** A roster badge. */
+function mark(kind, text, title) {
+  const el = document.createElement('span');
+  el.className = `badge ${kind}`;
+  el.textContent = text;
+  el.title = title;
+  return el;
+}
+
 function hue(id) {
   let h = 0;
   for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) % 360;
@@ -123,6 +128,10 @@ class App {
     this.streamVolume = 1;
     this.streamMuted = false;
     this.duck = null; // the local engine's gain while another participant's engine is streamed
+    this.visual = new GeometryView($('visual'), () => this.client.networkTime());
+    this.moving = new Map(); // path -> timer of its "being moved" mark
+    this.volume = 1; // the listener's own level of the engine, and its mute
+    this.muted = false;
   }
 
   async boot() {
@@ -222,11 +231,13 @@ class App {
       Client.saveName(name);
       try {
         const isPrivate = f.get('private') === 'on'; // never listed, whatever "List it publicly" says
+        const ceremony = String(f.get('ceremony')) || undefined;
         const session = await this.client.create(name, {
-          public: !isPrivate && f.get('public') === 'on', private: isPrivate,
-          ceremonyType: String(f.get('ceremony')) || undefined,
+          public: !isPrivate && f.get('public') === 'on', private: isPrivate, ceremonyType: ceremony,
         });
         this.enter(session);
+        // The ceremony's starting sound, sent as any change of the leader's (one state update).
+        for (const [path, value] of Object.entries(PRESETS[ceremony]?.values ?? {})) this.change(path, value);
       } catch (err) {
         this.showError(err.code, describe(err));
       }
@@ -290,6 +301,7 @@ class App {
   }
 
   async showLobby(sid) {
+    this.visual.stop();
     $('lobby').hidden = false;
     $('room').hidden = true;
     $('ended').hidden = true;
@@ -362,6 +374,8 @@ class App {
     session.addEventListener('moderated', (e) => this.onModerated(e.detail));
     session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
     this.wasLeader = null;
+    this.visual.reset(session.applied, this.client.networkTime());
+    this.visual.start();
     this.renderRoom();
     // Focus moves with the screen: to the next thing to do here, hearing the session (or, with
     // audio already on after a rejoin, the room's first heading).
@@ -457,6 +471,18 @@ class App {
     $('lock-session').addEventListener('click', () => this.moderate(this.session.locked ? 'unlock' : 'lock'));
     $('end-session').addEventListener('click', () => this.twoStep('end', () => this.moderate('end')));
     $('audio-btn').addEventListener('click', () => this.toggleAudio());
+    $('volume').addEventListener('input', (ev) => {
+      this.volume = Number(ev.target.value);
+      ev.target.setAttribute('aria-valuetext', `${Math.round(this.volume * 100)} %`);
+      this.applyVolume();
+    });
+    $('mute-btn').addEventListener('click', () => {
+      this.muted = !this.muted;
+      $('mute-btn').setAttribute('aria-pressed', String(this.muted));
+      $('mute-btn').textContent = this.muted ? 'Unmute' : 'Mute';
+      this.applyVolume();
+      this.tellAudio();
+    });
     for (const slot of ['voice', 'engine']) $(`live-${slot}`).addEventListener('click', () => this.toggleLive(slot));
     $('stream-volume').addEventListener('input', (ev) => {
       this.streamVolume = Number(ev.target.value);
@@ -563,6 +589,7 @@ class App {
   }
 
   showEnded(code) {
+    this.visual.stop();
     const gone = 'It is no longer running on the server. Start a new one, or pick another from the lobby.';
     const [title, text] = {
       // the same participant resumed in another tab or window
@@ -655,8 +682,7 @@ class App {
     avatar.setAttribute('aria-hidden', 'true');
     const name = document.createElement('span');
     name.className = 'name';
-    name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.id === s.host ? ' · host' : '')
-      + (p.connected === false ? ' · away' : '');
+    name.textContent = p.name + (p.id === s.me ? ' (you)' : '') + (p.id === s.host ? ' · host' : '');
     const role = document.createElement('span');
     role.className = `badge role${p.id === s.leader ? ' lead' : ''}`;
     role.textContent = p.id === s.leader ? 'leader' : p.role;
@@ -667,13 +693,12 @@ class App {
       badge.textContent = `● Live: ${p.live.join(', ')}`;
       li.append(badge);
     }
-    if (p.listening) { // its peer connection to the server is up: it hears the streams
-      const mark = document.createElement('span');
-      mark.className = 'badge listening';
-      mark.textContent = 'listening';
-      mark.title = 'Hears the live streams';
-      li.append(mark);
-    }
+    // Whether they hear the session: sound on in their page (their meta's `audio`), or their
+    // peer connection up (the live streams); muted says they turned it down to nothing.
+    const audio = p.meta?.audio;
+    if (audio === 'muted') li.append(mark('muted', 'muted', 'Has muted the sound'));
+    else if (audio === 'on' || p.listening) li.append(mark('listening', 'listening', 'Hears the session'));
+    if (p.connected === false) li.append(mark('away', 'away', 'Connection lost; may come back'));
     if (s.isLeader && p.id !== s.me && p.role !== 'observer' && p.connected !== false) {
       const b = document.createElement('button');
       b.className = 'ghost small';
@@ -785,8 +810,25 @@ class App {
     else if (msg.event === 'polarity_sync') changes = polarityChanges(msg.payload);
     if (!changes) return;
     this.player?.apply(changes, due, kind === 'state' ? 0 : 1);
+    this.visual.apply(changes, due);
     const s = this.session;
-    if (!s.isLeader) setTimeout(() => this.renderControls(s.applied), s.playout.lead * 1000); // at `due`
+    if (!s.isLeader) {
+      setTimeout(() => { // at `due`: the sliders move, and a follower sees which ones the leader moves
+        this.renderControls(s.applied);
+        this.highlight(Object.keys(changes));
+      }, s.playout.lead * 1000);
+    }
+  }
+
+  /** Mark the controls of `paths` as being moved (by the leader) for a moment. */
+  highlight(paths) {
+    for (const path of paths) {
+      const field = document.querySelector(`#controls input[data-path="${path}"]`)?.closest('.field');
+      if (!field) continue;
+      field.classList.add('moving');
+      clearTimeout(this.moving.get(path));
+      this.moving.set(path, setTimeout(() => field.classList.remove('moving'), MOVING_MS));
+    }
   }
 
   async toggleAudio() {
@@ -795,18 +837,41 @@ class App {
       if (this.rtc?.live.includes('engine')) await this.rtc.unpublish('engine').catch(() => {});
       await this.player.stop();
       this.player = null;
-      btn.textContent = '▶ Start audio';
+      btn.textContent = '▶ Tap to hear';
+      $('tap-note').hidden = false;
+      this.tellAudio();
       return;
     }
     this.player = new GaaPlayer(this.client, { perfToLocal: this.sim.perfToLocal });
     this.duck = null;
     try {
       await this.player.start(this.session.applied);
-      btn.textContent = '■ Stop audio';
+      btn.textContent = '■ Stop sound';
+      $('tap-note').hidden = true;
+      this.applyVolume();
+      this.tellAudio();
     } catch (err) {
       this.player = null;
       this.showError('audio', `Audio could not start: ${describe(err)}`);
     }
+  }
+
+  /** The listener's own volume and mute, and the duck while another engine is streamed. */
+  applyVolume() {
+    if (!this.player?.running) return;
+    const gain = (this.duck ?? 1) * (this.muted ? 0 : this.volume);
+    this.player.master.gain.setTargetAtTime(gain, this.player.ctx.currentTime, 0.02);
+  }
+
+  /** Tell the session whether this person hears it (`audio` in its meta: 'on', 'muted', 'off'),
+   *  for the marks in everyone's roster. */
+  tellAudio() {
+    const s = this.session;
+    if (!s || !this.live) return;
+    const audio = !this.player?.running ? 'off' : this.muted ? 'muted' : 'on';
+    const meta = s.participants.get(s.me)?.meta ?? {};
+    if (meta.audio === audio) return;
+    s.updateMeta({ ...meta, audio }).catch(() => {}); // a mark only: a refusal changes nothing here
   }
 
   tick() {
@@ -825,7 +890,7 @@ class App {
       const gain = streamed ? 0 : 1;
       if (gain !== this.duck) {
         this.duck = gain;
-        this.player.master.gain.setTargetAtTime(gain, this.player.ctx.currentTime, 0.05);
+        this.applyVolume();
       }
     }
     const late = s ? s.playout.buffer.stats.lateApplied + s.playout.buffer.stats.lateDropped + (this.player?.late ?? 0) : 0;
