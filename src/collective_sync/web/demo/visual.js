@@ -94,9 +94,17 @@ export class GeometryView {
     // A tilted view: y foreshortened, z lifts the curve (depth shades it).
     const extent = Math.max(m.R + m.r, 1e-3);
     const scale = (Math.min(w, h * 1.6) / 2 - 12) / extent;
-    const project = (q) => [w / 2 + q.x * scale, h / 2 + (q.y * 0.45 - q.z * 0.8) * scale];
+    const project = (q) => [w / 2 + q.x * scale, h / 2 + (q.y * 0.5 - q.z * 0.6) * scale];
     const [cr, cg, cb] = polarityColour(m.light, m.dark);
     const level = Math.min(1, 0.35 + m.light + m.dark);
+    // The torus itself, faintly: its outer and inner rims seen from above the tilt.
+    ctx.strokeStyle = 'rgba(143, 150, 184, 0.25)';
+    ctx.lineWidth = 1;
+    for (const rim of [m.R + m.r, Math.max(m.R - m.r, 0)]) {
+      ctx.beginPath();
+      ctx.ellipse(w / 2, h / 2, rim * scale, rim * scale * 0.5, 0, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
     ctx.lineWidth = 1.5;
     ctx.strokeStyle = `rgba(${cr}, ${cg}, ${cb}, ${0.35 * level})`;
     ctx.beginPath();
