@@ -16,8 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # npm packages the tests use, versions pinned in each lock file: the real Supabase clients the
 # Realtime-compatible endpoint is tested against (tests/realtime), and axe-core, which the browser
-# tests inject into the demo (tests/browser). Installed again only when a lock file changed.
-for dir in tests/realtime tests/browser; do
+# tests inject into the demo (tests/browser); and the modules the demo itself serves from /vendor/
+# (src/collective_sync/web/vendor: the QR code). Installed again only when a lock file changed.
+for dir in tests/realtime tests/browser src/collective_sync/web/vendor; do
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
     cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"

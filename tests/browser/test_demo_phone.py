@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import zxingcpp
 from demo_pages import create_on_demo, open_page
 from playwright.async_api import Browser, Page
 
@@ -395,3 +397,43 @@ async def test_a_ceremony_starts_from_its_preset_which_late_joiners_get_too(serv
     row = lobby.locator(f"#public-list button[data-sid='{sid}'] .row-title")
     await row.wait_for()
     assert (await row.text_content()).startswith("Dusk · led by Ana")
+
+
+# The QR canvas as grey levels (row-major), for a real QR reader (zxing-cpp) to decode.
+QR_PIXELS = """() => {
+  const c = document.getElementById('qr');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const grey = new Array(c.width * c.height);
+  for (let i = 0; i < grey.length; i++) grey[i] = d[4 * i];
+  return { width: c.width, height: c.height, grey };
+}"""
+
+
+def read_qr(pixels: dict[str, Any]) -> list[str]:
+    image = np.asarray(pixels["grey"], dtype=np.uint8).reshape(pixels["height"], pixels["width"])
+    return [code.text for code in zxingcpp.read_barcodes(image)]
+
+
+@pytest.mark.parametrize("private", [False, True])
+async def test_the_share_sheet_shows_the_invite_as_a_qr_code_a_phone_can_read(
+    server, browser, private
+) -> None:
+    ana = await page_at(browser, f"{server.http}/", "phone")
+    sid, _ = await create_on_demo(ana, "Ana", private=private)
+    share = ana.get_by_role("button", name="Share")
+    await share.click()
+    sheet = ana.get_by_role("dialog", name="Invite people")
+    await sheet.wait_for()
+    link = await ana.input_value("#share-link")
+    assert link.startswith(f"{server.http}/?s={sid}")
+    assert ("&invite=" in link) == private  # a private session's link carries an invite
+    assert read_qr(await ana.evaluate(QR_PIXELS)) == [link]
+    await check_screen(ana, "share sheet")
+    # Escape closes it and gives the focus back to the button that opened it.
+    await ana.keyboard.press("Escape")
+    await sheet.wait_for(state="hidden")
+    assert await ana.evaluate("() => document.activeElement.id") == "share-btn"
+    # The link read from the code lets someone in.
+    ben = await page_at(browser, link.replace("?s=", "?name=Ben&s="), "phone")
+    await ben.wait_for_selector("#room:not([hidden])")
+    assert await ben.evaluate("() => demo.session.id") == sid

@@ -31,7 +31,17 @@ async def test_serve_command_runs_and_stops_cleanly(tmp_path: Path) -> None:
         status, page = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/")
         assert status == 200
         assert b"<title>Collective Sync" in page
-        modules = ("/demo/app.js", "/demo/panel.js", "/demo/app.css", "/gaa/player.js", "/gaa/worklet.js")
+        modules = (
+            "/demo/app.js",
+            "/demo/panel.js",
+            "/demo/forms.js",
+            "/demo/visual.js",
+            "/demo/presets.js",
+            "/demo/app.css",
+            "/gaa/player.js",
+            "/gaa/worklet.js",
+            "/vendor/qrcode.mjs",  # installed by scripts/test.sh, as scripts/serve.sh does
+        )
         for module in modules:
             status, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{module}")
             assert status == 200, module

@@ -11,6 +11,7 @@ from importlib import resources
 
 TYPES = {
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
@@ -18,12 +19,17 @@ TYPES = {
 }
 
 
+# Browser modules from npm (web/vendor/package-lock.json), installed next to the page by
+# scripts/serve.sh and scripts/test.sh; absent (no npm), the demo does without (no QR code).
+VENDOR = "vendor/node_modules/qrcode-generator/dist"
+
+
 class StaticFiles:
     def __init__(self, package: str = "collective_sync.web", mounts: dict[str, str] | None = None):
         """`mounts` maps a URL prefix to a folder inside `package` ("" for its top), e.g. {"/sdk/": "sdk"}."""
         self.files: dict[str, tuple[str, bytes]] = {}
         root = resources.files(package)
-        default = {"/": "", "/sdk/": "sdk", "/gaa/": "gaa", "/demo/": "demo"}
+        default = {"/": "", "/sdk/": "sdk", "/gaa/": "gaa", "/demo/": "demo", "/vendor/": VENDOR}
         for prefix, folder in (mounts or default).items():
             base = root.joinpath(folder) if folder else root
             if not base.is_dir():

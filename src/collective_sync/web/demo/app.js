@@ -92,6 +92,31 @@ function describe(err) {
   return String(err?.message ?? err);
 }
 
+/** Draw `text` as a QR code (quiet zone of 4 modules, dark on white) on `canvas`; false when
+ *  the QR module is not installed (served from /vendor/ only after `npm ci`, see serve.sh). */
+async function drawQr(canvas, text) {
+  let qrcode;
+  try {
+    ({ default: qrcode } = await import('/vendor/qrcode.mjs'));
+  } catch {
+    return false;
+  }
+  const qr = qrcode(0, 'M'); // the smallest version that holds it; medium error correction
+  qr.addData(text);
+  qr.make();
+  const n = qr.getModuleCount();
+  const cell = Math.max(3, Math.floor(264 / (n + 8)));
+  canvas.width = canvas.height = (n + 8) * cell;
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#ffffff';
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = '#000000';
+  for (let r = 0; r < n; r++) {
+    for (let c = 0; c < n; c++) if (qr.isDark(r, c)) ctx.fillRect((c + 4) * cell, (r + 4) * cell, cell, cell);
+  }
+  return true;
+}
+
 /** A roster badge. */
 function mark(kind, text, title) {
   const el = document.createElement('span');
@@ -467,6 +492,16 @@ class App {
 
   bindRoom() {
     $('copy-link').addEventListener('click', () => this.copyLink('participant'));
+    $('share-btn').addEventListener('click', () => this.openShare());
+    $('share-close').addEventListener('click', () => $('share-sheet').close());
+    $('share-sheet').addEventListener('close', () => $('share-btn').focus());
+    $('share-copy').addEventListener('click', async () => {
+      const link = $('share-link').value;
+      try { await navigator.clipboard.writeText(link); toast('Invite link copied.'); } catch { $('share-link').select(); }
+    });
+    $('share-native').addEventListener('click', () => {
+      navigator.share({ title: 'Join my session', url: $('share-link').value }).catch(() => {});
+    });
     $('copy-listen').addEventListener('click', () => this.copyLink('witness'));
     $('lock-session').addEventListener('click', () => this.moderate(this.session.locked ? 'unlock' : 'lock'));
     $('end-session').addEventListener('click', () => this.twoStep('end', () => this.moderate('end')));
@@ -514,7 +549,9 @@ class App {
    * public session's link is its id. The link is also kept in `demo.lastInviteLink` (for tests,
    * and for browsers that refuse the clipboard, which get it in a toast instead).
    */
-  async copyLink(role) {
+  /** The link that lets someone in as `role` (a private session's carries an invite the host
+   *  asks the server for); null after showing why not. */
+  async inviteLink(role) {
     const s = this.session;
     let link = `${location.origin}/?s=${encodeURIComponent(s.id)}`;
     if (this.isPrivate) {
@@ -523,12 +560,31 @@ class App {
         link += `&invite=${encodeURIComponent(invite)}`;
       } catch (err) {
         this.showError(err.code, describe(err));
-        return;
+        return null;
       }
     }
     this.lastInviteLink = link;
+    return link;
+  }
+
+  async copyLink(role) {
+    const link = await this.inviteLink(role);
+    if (!link) return;
     const what = role === 'witness' ? 'Listener link' : 'Invite link';
     try { await navigator.clipboard.writeText(link); toast(`${what} copied.`); } catch { toast(`${what}: ${link}`); }
+  }
+
+  /** The share sheet: the invite as a QR code to scan, the link to copy or hand to the system's
+   *  share menu. */
+  async openShare() {
+    const link = await this.inviteLink('participant');
+    if (!link) return;
+    $('share-link').value = link;
+    const drawn = await drawQr($('qr'), link);
+    $('qr').hidden = !drawn;
+    $('qr-note').textContent = drawn ? "Point a phone's camera at the code to join." : 'Copy the link and send it.';
+    $('share-native').hidden = !navigator.share;
+    $('share-sheet').showModal();
   }
 
   /** A host's action; a refusal is shown like any other error. */
@@ -664,9 +720,9 @@ class App {
     end.classList.toggle('confirm', confirmEnd);
     end.disabled = !live;
     // A private session's links carry an invite that only the host can ask for.
-    $('copy-link').hidden = this.isPrivate && !host;
+    $('copy-link').hidden = $('share-btn').hidden = this.isPrivate && !host;
     $('copy-listen').hidden = !(this.isPrivate && host);
-    $('copy-link').disabled = $('copy-listen').disabled = this.isPrivate && !live;
+    $('copy-link').disabled = $('copy-listen').disabled = $('share-btn').disabled = this.isPrivate && !live;
     this.renderStream();
   }
 
