@@ -437,3 +437,19 @@ async def test_the_share_sheet_shows_the_invite_as_a_qr_code_a_phone_can_read(
     ben = await page_at(browser, link.replace("?s=", "?name=Ben&s="), "phone")
     await ben.wait_for_selector("#room:not([hidden])")
     assert await ben.evaluate("() => demo.session.id") == sid
+
+
+async def test_server_refusals_say_what_to_do(server, browser) -> None:
+    """Refusals the page cannot prevent arrive as sentences that say what to do, never as a
+    code and the server's technical message."""
+    ana = await page_at(browser, f"{server.http}/", "phone")
+    sid, _ = await create_on_demo(ana, "Ana")
+    await ana.get_by_role("button", name="Lock session").click()
+    ben = await page_at(browser, f"{server.http}/?s={sid}&name=Ben", "phone")
+    await ben.wait_for_selector("#join-msg:not([hidden])")
+    assert "locked by its host" in await ben.text_content("#join-msg")
+    # A refusal the page has no sentence for (a state path the server rejects, sent without a
+    # request id: it arrives as the session's error event) still says what to do, code included.
+    await ana.evaluate("() => demo.session.set({'a..b': 1}, demo.client.networkTime())")
+    toast = ana.locator(".toast.error", has_text="Something went wrong (invalid_path). Try again")
+    await toast.wait_for()

@@ -31,7 +31,24 @@ const ERROR_TEXT = {
   too_many_sessions: 'This connection is in too many sessions.',
   invalid_message: 'The server could not accept that. Check the name (1–64 characters) and the session link, then try again.',
   session_locked: 'This session is locked by its host: nobody new can join until they unlock it.',
+  session_exists: 'A session with that id is already running. Create again for a new id.',
+  too_many_connections: 'You are signed in on too many devices or tabs. Close one, then try again.',
+  unauthorized: 'This server asks you to sign in first. Reload the page, or sign in in the app.',
+  token_expired: 'Your sign-in has expired. Sign in again, then reload.',
+  resume_failed: 'You were away too long to carry on where you were. Join the session again.',
+  invalid_target: 'That person is not here any more. Pick someone who is connected.',
+  forbidden: 'You are not allowed to do that in this session.',
+  state_full: 'This session cannot take more settings. Change existing ones instead.',
+  bad_timestamp: "This device's clock is far off. Wait a moment for it to sync, then try again.",
+  too_large: 'That was too big to send.',
+  malformed: 'The page sent something the server could not read. Reload the page.',
+  unknown_type: 'The page and the server do not match (an old page?). Reload the page.',
+  not_in_session: 'You are not in this session any more. Join it again.',
+  already_joined: 'You are already in this session (maybe in another tab).',
+  rtc_unavailable: 'Live streams are not available on this server right now; the session works without them.',
 };
+/** A code no message above covers: what to do, with the code for support. */
+const UNKNOWN_ERROR = (code) => `Something went wrong (${code}). Try again; if it keeps happening, reload the page.`;
 // A private session refuses a join (`forbidden`): with an invite, it is revoked, expired or for
 // another session; without one, the session needs one.
 const INVITE_REFUSED = 'This invite is not valid any more — ask the host for a new link.';
@@ -88,7 +105,7 @@ function toast(text, kind = 'info') {
 }
 
 function describe(err) {
-  if (err instanceof ServerError) return ERROR_TEXT[err.code] ?? `${err.code}: ${err.message}`;
+  if (err instanceof ServerError) return ERROR_TEXT[err.code] ?? UNKNOWN_ERROR(err.code);
   return String(err?.message ?? err);
 }
 
@@ -397,7 +414,7 @@ class App {
     for (const kind of ['presence', 'leader']) session.addEventListener(kind, (e) => this.onRoster(kind, e.detail));
     session.addEventListener('apply', (e) => this.onApply(e.detail));
     session.addEventListener('moderated', (e) => this.onModerated(e.detail));
-    session.addEventListener('error', (e) => this.showError(e.detail.code, e.detail.message));
+    session.addEventListener('error', (e) => this.showError(e.detail.code, ERROR_TEXT[e.detail.code] ?? UNKNOWN_ERROR(e.detail.code)));
     this.wasLeader = null;
     this.visual.reset(session.applied, this.client.networkTime());
     this.visual.start();
