@@ -982,9 +982,13 @@ class App {
     $('meter-fill').style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
     const audible = Number.isFinite(db) && db > -100;
     $('meter-db').textContent = audible ? `${db.toFixed(1)} dB` : '–∞ dB';
+    // The accessible value changes with whole dB only (not 60 times a second).
+    const spoken = audible ? `${db.toFixed(0)} dB` : 'silent';
     const meter = $('meter');
-    meter.setAttribute('aria-valuenow', String(Math.max(-60, Math.min(0, audible ? Math.round(db) : -60))));
-    meter.setAttribute('aria-valuetext', audible ? `${db.toFixed(0)} dB` : 'silent');
+    if (meter.getAttribute('aria-valuetext') !== spoken) {
+      meter.setAttribute('aria-valuenow', String(Math.max(-60, Math.min(0, audible ? Math.round(db) : -60))));
+      meter.setAttribute('aria-valuetext', spoken);
+    }
     requestAnimationFrame(() => this.meter());
   }
 
