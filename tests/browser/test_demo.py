@@ -274,6 +274,7 @@ async def open_page(browser: Browser, url: str) -> Page:
     return await open_demo_page(browser, url, bypass_csp=True)
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(300)
 async def test_three_pages_hear_the_leaders_change_at_the_same_instant(server, browser) -> None:
     proxies = [

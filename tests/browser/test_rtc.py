@@ -122,6 +122,7 @@ async def server_process(tmp_path: Path) -> AsyncIterator[str]:
         await proc.cleanup()
 
 
+@pytest.mark.solo
 @pytest.mark.timeout(240)
 async def test_two_listeners_hear_both_slots_at_the_same_instant(server_process, browser, tmp_path) -> None:
     http = server_process

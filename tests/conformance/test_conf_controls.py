@@ -229,7 +229,7 @@ async def test_invalid_playout_delay_is_refused(server, payload: Any) -> None:
     assert (after["seq"], after["settings"].get("playoutDelay", 0.15)) == (0, 0.15)
 
 
-@pytest.mark.config(rate_per_second=100_000, burst=100_000)
+@pytest.mark.config(rate_per_second=100_000, burst=100_000, grace_period=30)  # resumed within it
 async def test_history_keeps_the_last_1024_controls(server) -> None:
     lea, sid, _ = await session_with(server.url)
     pat = await Raw.open(server.url)

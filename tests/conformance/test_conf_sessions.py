@@ -199,6 +199,7 @@ async def test_drop_shows_disconnected_then_leaves_after_the_grace_period(server
     assert cleared["set"] == {f"participants.{pid}.a": None}
 
 
+@pytest.mark.config(grace_period=30)  # resumed well within it, however busy the machine
 async def test_resume_reattaches_the_same_participant_and_replays_controls(server) -> None:
     lea = await Raw.open(server.url)
     created = await lea.request({"type": "create", "name": "Lea"}, rid=1)

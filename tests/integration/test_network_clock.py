@@ -188,8 +188,10 @@ async def test_a_one_way_delay_change_is_not_taken_for_drift(server) -> None:
         lag.stop()
         worst = max(abs(e) for e in errors)
         assert worst < 0.005, f"followed the one-way change: {worst * 1e3:.1f} ms off"
-        # Taking the change for drift would move the rate by thousands of ppm (60 ms in seconds).
-        assert abs(client.network.freq - freq) < 200e-6
+        # Taking the change for drift would move the rate by thousands of ppm (60 ms over the
+        # dozen seconds of the change: about 5,000). A loaded machine's late timestamps (a few ms
+        # over a few seconds of baseline) move it by a few hundred at most: 1,000 tells them apart.
+        assert abs(client.network.freq - freq) < 1000e-6, (client.network.freq - freq, lag.worst)
         # At most one re-acquisition. Known imperfection (issue-9 closing note): on this real,
         # jittery path (proxy and server in this process) about one run in five re-acquires once
         # around the change although the test's loop was not starved (1.2 ms worst lag seen);

@@ -140,6 +140,8 @@ async def test_failover_promotes_longest_present_after_grace(server, connect) ->
 
 
 async def test_resume_within_grace_keeps_identity_leadership_and_replays(server, connect) -> None:
+    # Long enough that a busy machine cannot turn "within the grace period" into "after it".
+    server.config.session.grace_period = 30.0
     leader, follower = await connect(), await connect()
     sl = await leader.create("Lea")
     sf = await follower.join(sl.id, "Fen")
