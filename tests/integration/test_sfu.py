@@ -74,7 +74,9 @@ async def test_opus_is_forwarded_to_listeners_with_no_codec_in_the_server(server
     try:
         sid = (await first_json(publisher, 30))["session"]
         listeners = [
-            await peer("listen", server.url, sid, "--slot", "voice", "--seconds", "2") for _ in range(2)
+            # `--`: a session id may begin with "-" (base64url), which argparse would take for an option.
+            await peer("listen", "--slot", "voice", "--seconds", "2", "--", server.url, sid)
+            for _ in range(2)
         ]
         heard = [await first_json(p, 60) for p in listeners]
     finally:
