@@ -16,6 +16,7 @@ from ..auth import Verifier
 from .clock import ServerClock
 from .config import ServerConfig
 from .gcpolicy import GcPolicy
+from .hostlimits import read_limits, short_limits
 from .http import HttpApi
 from .node import Node
 from .sqlite_store import SqliteStore, StoreLocked
@@ -95,6 +96,9 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
     """Serve until SIGINT/SIGTERM, then stop gracefully (WsServer.stop): persist, tell every
     client 1001 so it reconnects and resumes, exit within `shutdown_timeout`."""
     server, port = await start(config)
+    for advice in short_limits(read_limits()):
+        # On loopback (the demo, a developer's machine) it is a hint, not a fault.
+        log.log(logging.INFO if config.loopback else logging.WARNING, "%s", advice)
     if config.gc_young:
         server.gc = GcPolicy(config.gc_young)
         server.gc.start()
