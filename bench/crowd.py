@@ -10,7 +10,8 @@ receivers in K worker processes (the same picows receivers as bench/fanout.py):
    storm next to their latency before it (admission: joins must not starve members).
 3. **Quiet** for `--quiet` s (longer than the keepalive's 15 s idle + 10 s reply): nobody may be
    dropped by keepalive or presence.
-4. **Fan-out** phases at each `--rates` for everyone: delivery ratio, latency, server CPU; at the
+4. **Fan-out** phases at each `--rates` for everyone: delivery ratio, latency, server CPU
+   and how busy the whole machine was (its cores are shared with the receivers); at the
    end each receiver's last value is compared with the leader's last (convergence: a receiver
    that fell behind gets coalesced state, but must end on the final value).
 
@@ -35,7 +36,19 @@ from typing import Any
 import msgspec
 import numpy as np
 import picows
-from fanout import DRAIN_S, WARMUP_S, Phase, _Leader, emit, machine, pace, start_server
+from fanout import (
+    DRAIN_S,
+    WARMUP_S,
+    Phase,
+    _Leader,
+    busy_percent,
+    emit,
+    input_queue_drops,
+    machine,
+    machine_jiffies,
+    pace,
+    start_server,
+)
 from fanout import table as rate_table
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -353,7 +366,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in pipes:
             p.send(plan)
 
-        cpu0 = server.cpu_seconds()
+        cpu0, m0, drops0 = server.cpu_seconds(), machine_jiffies(), input_queue_drops()
         # One steady stream from the baseline through the storm (phases only cut it for measuring).
         sender = asyncio.create_task(pace(Phase(args.storm_rate, base.start, storm.end), send))
         joined_at = []
@@ -365,12 +378,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         storm_s = max(joined_at) - storm_at
         rss_storm = server.rss_mb()
         cpu_storm = server.cpu_seconds() - cpu0
+        busy_storm = busy_percent(m0, machine_jiffies())
+        drops_storm = input_queue_drops() - drops0
         await sender
         results = []
         for ph in steady:
-            c0, t0 = server.cpu_seconds(), time.time()
+            c0, t0, m0, d0 = server.cpu_seconds(), time.time(), machine_jiffies(), input_queue_drops()
             sent = await pace(ph, send)
-            results.append((sent, 100 * (server.cpu_seconds() - c0) / (time.time() - t0)))
+            cpu = 100 * (server.cpu_seconds() - c0) / (time.time() - t0)
+            results.append((sent, cpu, busy_percent(m0, machine_jiffies()), input_queue_drops() - d0))
         final_k = last_k
         rss_end = server.rss_mb()
         per_worker = [await asyncio.to_thread(p.recv) for p in pipes]
@@ -404,7 +420,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     during = during[during[:, 0] < storm_at + storm_s]
     members_storm = (during[:, 1] - during[:, 0]).astype(np.float32)
     steady_out = []
-    for i, (ph, (sent, cpu)) in enumerate(zip(steady, results, strict=True)):
+    for i, (ph, (sent, cpu, busy, drops)) in enumerate(zip(steady, results, strict=True)):
         all_lat = np.concatenate([lat(0, 2 + i), lat(1, 2 + i)])
         expected = sent * probes
         steady_out.append(
@@ -417,6 +433,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "delivery_ratio": round(all_lat.size / expected, 5) if expected else 0.0,
                 "latency_ms": _stats(all_lat),
                 "server_cpu_percent": round(cpu, 1),
+                "machine_cpu_percent": round(busy, 1),
+                "kernel_input_queue_drops": drops,
             }
         )
     return {
@@ -432,6 +450,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "join_latency_ms": _stats(joins),
             "joined": int(joins.size),
             "server_cpu_s": round(cpu_storm, 2),
+            "machine_cpu_percent": round(busy_storm, 1),
+            "kernel_input_queue_drops": drops_storm,
             "members_latency_before_ms": _stats(members_base),
             "members_latency_during_ms": _stats(members_storm),
             "members_delivery_ratio_during": round(members_storm.size / (args.members * storm_sent), 4),
@@ -457,7 +477,9 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"join storm: {s['joiners']:,} joined in {s['seconds_to_all_joined']} s "
         f"({s['joins_per_s']:,}/s; join p50 {s['join_latency_ms'].get('p50')} ms, "
-        f"p99 {s['join_latency_ms'].get('p99')} ms); server RSS {r['server_rss_mb']}",
+        f"p99 {s['join_latency_ms'].get('p99')} ms; server CPU {s['server_cpu_s']} s, machine busy "
+        f"{s.get('machine_cpu_percent')}%, packets dropped by the kernel's input queue "
+        f"{s.get('kernel_input_queue_drops')}); server RSS {r['server_rss_mb']}",
         f"members' p99 before / during the storm: {s['members_latency_before_ms'].get('p99')} / "
         f"{s['members_latency_during_ms'].get('p99')} ms (delivered during: "
         f"{100 * s['members_delivery_ratio_during']:.1f}%)",

@@ -183,6 +183,33 @@ class Server:
         return kb / 1024
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine, all cores, from /proc/stat: the receivers share
+    the server's cores, so how busy the machine was says whether a result is the server's limit
+    or the machine's."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of all cores' time spent busy between two `machine_jiffies()` readings."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total else 0.0
+
+
+def input_queue_drops() -> int:
+    """Packets the kernel dropped because a core's input queue (net.core.netdev_max_backlog)
+    was full, summed over cores (/proc/net/softnet_stat, second column): on loopback every
+    packet passes through it, so a burst it cannot hold is lost SYNs and retransmitted data."""
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            return sum(int(line.split()[1], 16) for line in f if line.strip())
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def start_server(*extra: str) -> Server:
     """`collective-sync serve` on a free port, in memory, with rate limits out of the way;
     `extra` arguments are passed on."""
@@ -271,6 +298,7 @@ class Result:
     deliveries: int
     latency_ms: dict[str, float] = field(default_factory=dict)
     server_cpu_percent: float = 0.0
+    machine_cpu_percent: float = 0.0
 
 
 async def sweep(
@@ -288,11 +316,19 @@ async def sweep(
     results = []
     for ph in phases:
         await asyncio.sleep(max(0.0, ph.start - WARMUP_S - time.time()))
-        cpu0, t0 = server.cpu_seconds(), time.time()
+        cpu0, t0, m0 = server.cpu_seconds(), time.time(), machine_jiffies()
         sent = await send(ph)
-        cpu1, t1 = server.cpu_seconds(), time.time()
+        cpu1, t1, m1 = server.cpu_seconds(), time.time(), machine_jiffies()
+        server_cpu = 100 * (cpu1 - cpu0) / (t1 - t0)
         results.append(
-            Result(ph.rate, sent, sent * clients, 0, server_cpu_percent=100 * (cpu1 - cpu0) / (t1 - t0))
+            Result(
+                ph.rate,
+                sent,
+                sent * clients,
+                0,
+                server_cpu_percent=server_cpu,
+                machine_cpu_percent=busy_percent(m0, m1),
+            )
         )
     rss = server.rss_mb()
     per_proc = [await asyncio.to_thread(p.recv) for p in pipes]
@@ -319,13 +355,16 @@ async def sweep(
                 "deliveries_per_s": round(res.deliveries / duration),
                 "latency_ms": res.latency_ms,
                 "server_cpu_percent": round(res.server_cpu_percent, 1),
+                "machine_cpu_percent": round(res.machine_cpu_percent, 1),
             }
         )
     return out, rss
 
 
-async def run(clients: int, procs: int, rates: list[float], duration: float) -> dict[str, Any]:
-    server = start_server()
+async def run(
+    clients: int, procs: int, rates: list[float], duration: float, server_args: list[str]
+) -> dict[str, Any]:
+    server = start_server(*server_args)
     workers: list[mp.Process] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
@@ -361,25 +400,29 @@ def machine() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from collective_sync.server.hostlimits import read_limits
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "net_core": read_limits(),
     }
 
 
 def table(report: dict[str, Any]) -> str:
     rows = [
-        "| rate (Hz) | deliveries/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rate (Hz) | deliveries/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU "
+        "| machine busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         lat = r["latency_ms"]
         rows.append(
             f"| {r['rate_hz']:g} | {r['deliveries_per_s']:,} | {100 * r['delivery_ratio']:.2f}% | "
             f"{lat.get('p50')} | {lat.get('p99')} | {lat.get('p999')} | {lat.get('max')} | "
-            f"{r['server_cpu_percent']}% |"
+            f"{r['server_cpu_percent']}% | {r.get('machine_cpu_percent', '—')}% |"
         )
     return "\n".join(rows)
 
@@ -390,12 +433,13 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="receiver processes")
     ap.add_argument("--rates", default="60", help="comma-separated update rates (Hz), run in sequence")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per rate")
+    ap.add_argument("--server-arg", action="append", help="passed on to `collective-sync serve`")
     ap.add_argument("--json", help="also write the JSON report to this file")
     args = ap.parse_args()
     import uvloop
 
     rates = [float(r) for r in args.rates.split(",")]
-    report = uvloop.run(run(args.clients, args.procs, rates, args.duration))
+    report = uvloop.run(run(args.clients, args.procs, rates, args.duration, args.server_arg or []))
     emit(report, table(report), args.json)
 
 
