@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from collective_sync.protocol.codec import decode_server
-from collective_sync.protocol.messages import Joined, Leader, StateOut
+from collective_sync.protocol.messages import Joined, Leader, Presence, StateOut
 from collective_sync.server.config import ServerConfig
 from collective_sync.server.node import Connection, Node
 
@@ -191,3 +191,50 @@ def test_a_large_session_not_behind_gets_every_update() -> None:
     w.node.flush()
     got = [m.set["geometry.R"] for m in rs[2][1].messages() if isinstance(m, StateOut)]
     assert got == [0, 1, 2, 3]
+
+
+def test_a_crowds_head_count_rides_in_the_frame_of_the_state_it_waited_for() -> None:
+    """In a crowded session that streams state, the count costs no write of its own: it goes
+    out with a state update, one frame per receiver, and the tick does not send it alone."""
+    w = World()
+    w.node.config.session.roster_limit = 2
+    w.node.config.session.presence_interval = 0.5
+    leader, sid, rs = setup(w, 3)
+    w.send(leader, type="state_set", session=sid, at=w.now, set={"geometry.R": 1})
+    w.node.flush()
+    sink = rs[2][1]
+    assert len(sink.frames) == 1
+    kinds = [type(m) for m in sink.messages()]
+    assert kinds == [Presence, StateOut]
+    counted = next(m for m in sink.messages() if isinstance(m, Presence)).count
+    assert counted is not None and counted.total == 4
+    # Someone joins: the count is owed. While state keeps coming, the tick leaves it to the
+    # stream (up to a second interval), and the next state carries it.
+    late, _ = w.conn()
+    w.send(late, type="join", session=sid, name="late", role="observer")
+    w.node.flush()
+    t0 = w.now
+    w.now = t0 + 0.3
+    w.send(leader, type="state_set", session=sid, at=w.now, set={"geometry.R": 2})
+    w.node.flush()  # too soon for a count: the state goes alone
+    sink.frames.clear()
+    w.now = t0 + 0.6
+    w.node.tick()
+    w.node.flush()
+    assert sink.frames == []
+    w.now = t0 + 0.7
+    w.send(leader, type="state_set", session=sid, at=w.now, set={"geometry.R": 3})
+    w.node.flush()
+    assert len(sink.frames) == 1
+    assert [type(m) for m in sink.messages()] == [Presence, StateOut]
+    # The stream stops and someone else joins: the count goes alone, after one interval.
+    other, _ = w.conn()
+    w.send(other, type="join", session=sid, name="other", role="observer")
+    w.node.flush()
+    sink.frames.clear()
+    w.now = t0 + 1.3
+    w.node.tick()
+    w.node.flush()
+    alone = sink.messages()
+    assert [type(m) for m in alone] == [Presence]
+    assert alone[0].count is not None and alone[0].count.total == 6

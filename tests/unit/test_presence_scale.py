@@ -63,6 +63,27 @@ def test_the_head_count_goes_out_at_most_every_interval() -> None:
     assert s.count_out(5.0) is None  # nothing changed since
 
 
+def test_while_state_streams_a_due_count_waits_one_more_interval_for_a_ride() -> None:
+    s = make(interval=0.5)
+    fill(s, LIMIT + 10)
+    assert s.count_out(1.0) is not None  # the first count
+    s.add("A", "participant", {}, "ca", 1.1)
+    s.streamed_at = 1.4  # state went to everyone just now
+    assert s.count_out(1.6) is None  # due, but a state send is coming to carry it
+    out = s.count_out(1.6, riding=True)
+    assert out is not None and out.msg.count is not None and out.msg.count.total == 14
+    s.add("B", "participant", {}, "cb", 1.7)
+    s.streamed_at = 1.9
+    assert s.count_out(2.0, riding=True) is None  # a ride, but never more often than the interval
+    s.streamed_at = 1.9 - 1.0  # the stream stopped: nothing to ride on
+    assert s.count_out(2.2) is not None  # alone, after one interval
+    s.add("C", "participant", {}, "cc", 2.3)
+    s.streamed_at = 3.1  # streaming, but no ride comes in time
+    assert s.count_out(3.1) is None
+    out = s.count_out(3.2)  # alone, after two intervals
+    assert out is not None and out.msg.count is not None and out.msg.count.total == 16
+
+
 def test_a_crowd_members_changes_reach_only_itself_and_the_count() -> None:
     s = make()
     fill(s, LIMIT)

@@ -993,20 +993,25 @@ class Node:
         sid = session.id
         for out in outs:
             msg = out.msg
-            if (
-                type(msg) is StateOut
-                and out.to is None
-                and out.exclude is None
-                and session.crowded
-                and (sid in self._turn_state or self.flush_took > self.config.merge_after)
-            ):
-                self._merge_state(sid, msg)
-                continue
+            if type(msg) is StateOut and out.to is None and out.exclude is None and session.crowded:
+                self._count_rides(session)
+                if sid in self._turn_state or self.flush_took > self.config.merge_after:
+                    self._merge_state(sid, msg)
+                    continue
             if sid in self._turn_state:
                 self._send_merged(sid)  # it came first
             self.backplane.publish(
                 sid, Broadcast(encode(msg), out.to, out.exclude, msg if type(msg) is StateOut else None)
             )
+
+    def _count_rides(self, session: Session) -> None:
+        """State is going to everyone in a crowded session: a due head count goes with it, in
+        the same frame (Session.count_out)."""
+        now = self.clock()
+        session.streamed_at = now
+        if session.count_dirty and (out := session.count_out(now, riding=True)) is not None:
+            msg = out.msg
+            self.backplane.publish(session.id, Broadcast(encode(msg), None, None, None))
 
     def _merge_state(self, sid: str, msg: StateOut) -> None:
         """While the server is behind (its last flush took longer than `merge_after`), a large
