@@ -40,6 +40,9 @@ class ServerConfig:
     merge_after: float = 0.05
     gc_young: int = 50_000  # young-generation threshold of the GC policy (gcpolicy.py); 0: Python's own
     tick_interval: float = 0.05  # how often grace periods and session expiry are checked
+    # Listening sockets on the one port (SO_REUSEPORT): uvloop accepts one connection per
+    # socket per event-loop turn, and a turn holding a fan-out to thousands is long (ws.py).
+    acceptors: int = 32
     handshake_timeout: float = 5.0  # seconds from TCP connect to a complete upgrade request
     close_linger: float = 2.0  # after our close frame: seconds the peer has to read it and close
     session: SessionLimits = field(default_factory=SessionLimits)

@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import termios
+from collections.abc import Awaitable
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
@@ -236,6 +237,18 @@ class _RealtimePeer(_Peer):
         self.gateway.received(data, binary)
 
 
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let a second server join a port an older one still listens on (the
+    kernel would then share the connections between them). A plain bind first fails as a
+    server without it would: address in use."""
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(addr)
+
+
 class WsServer:
     """Owns the listening socket, the per-turn flush and the periodic tick of one node."""
 
@@ -243,7 +256,7 @@ class WsServer:
         self.node = node
         self.http = http
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         # The process's GC policy, when the server owns the process (app.serve; not in tests,
         # which host many servers in one process).
@@ -288,8 +301,9 @@ class WsServer:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.minimum_version = ssl.TLSVersion.TLSv1_2
             tls.load_cert_chain(config.tls_cert, config.tls_key)
-        self._server = await loop.create_server(
-            lambda: RequestGate(
+
+        def gate() -> RequestGate:
+            return RequestGate(
                 websocket,
                 self._head,
                 BASE_HEADERS,
@@ -298,25 +312,44 @@ class WsServer:
                 self.http.other,
                 self.node.admission.submit,
                 QUEUED_PATHS,
-            ),
-            host,
-            port,
-            # A join storm (thousands connecting in a second) overflows asyncio's default of 100:
-            # the kernel then drops SYNs, and each dropped client waits a 1 s retransmit.
-            backlog=LISTEN_BACKLOG,
-            ssl=tls,
-            ssl_handshake_timeout=config.handshake_timeout if tls is not None else None,
-        )
+            )
+
+        def listen(at: str, on: int) -> Awaitable[asyncio.Server]:
+            return loop.create_server(
+                gate,
+                at,
+                on,
+                # A join storm (thousands connecting in a second) overflows asyncio's default
+                # of 100: the kernel then drops SYNs, and each dropped client waits a 1 s retransmit.
+                backlog=LISTEN_BACKLOG,
+                ssl=tls,
+                ssl_handshake_timeout=config.handshake_timeout if tls is not None else None,
+                reuse_port=config.acceptors > 1,
+            )
+
+        if port and config.acceptors > 1:
+            _refuse_a_taken_port(host, port)
+        first = await listen(host, port)
+        self._servers = [first]
+        # uvloop accepts one connection per listening socket per event-loop turn. Once a
+        # fan-out to thousands makes a turn last 80 ms, that is about 12 joins a second, and a
+        # join storm waits in the kernel's accept queue (measured: docs/benchmarks.md). So the
+        # port gets `acceptors` sockets (SO_REUSEPORT; the kernel spreads new connections over
+        # them), each accepting one per turn.
+        for sock in first.sockets:
+            at, on = sock.getsockname()[:2]
+            for _ in range(config.acceptors - 1):
+                self._servers.append(await listen(at, on))
         self._tick()
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(first.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Graceful stop, bounded by `shutdown_timeout`: stop accepting; persist everyone as
         dropped and every session's state; wait for the store (so held controls are acked);
         close every connection with 1001; give the peers `close_linger` to close."""
         node = self.node
-        if self._server is not None:
-            self._server.close()  # no new connections from here on
+        for server in self._servers:
+            server.close()  # no new connections from here on
         if self._ticker is not None:
             self._ticker.cancel()
         node.shutdown()
@@ -332,10 +365,10 @@ class WsServer:
         if node.send_pool is not None:
             node.send_pool.close()
             node.send_pool = None
-        if self._server is not None:
+        if self._servers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(node.config.close_linger + 0.5):
-                    await self._server.wait_closed()
+                    await asyncio.gather(*(server.wait_closed() for server in self._servers))
 
     def _route(self, request: WSUpgradeRequest) -> _Peer | picows.WSUpgradeResponseWithListener:
         target = request.path.decode("latin-1")
