@@ -9,6 +9,7 @@ fan-out to thousands makes each turn last ~80 ms, that was ~12 joins a second. T
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 
@@ -51,3 +52,21 @@ def test_many_waiting_connections_are_accepted_within_a_few_turns() -> None:
 def test_one_listening_socket_accepts_only_one_per_turn() -> None:
     """Why the acceptors exist: if uvloop ever accepts more per turn, they can go."""
     assert uvloop.run(accepted_after_turns(1)) <= TURNS
+
+
+async def _second_server_on_the_same_port() -> OSError | None:
+    ws, port = await start(make_config())
+    try:
+        other, _ = await start(make_config(port=port))
+    except OSError as exc:
+        return exc
+    finally:
+        await ws.stop()
+    await other.stop()
+    return None
+
+
+def test_a_port_a_server_listens_on_is_refused_to_a_second_one() -> None:
+    """SO_REUSEPORT alone would let the second join the first's port and share its clients."""
+    refused = uvloop.run(_second_server_on_the_same_port())
+    assert refused is not None and refused.errno == errno.EADDRINUSE

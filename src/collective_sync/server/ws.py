@@ -241,7 +241,8 @@ def _refuse_a_taken_port(host: str, port: int) -> None:
     """SO_REUSEPORT would let a second server join a port an older one still listens on (the
     kernel would then share the connections between them). A plain bind first fails as a
     server without it would: address in use."""
-    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, addr in found:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
