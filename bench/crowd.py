@@ -31,6 +31,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
@@ -269,14 +270,14 @@ async def _worker(
     counted = sum(b.count for b in crowd.bulk)
     await asyncio.sleep(max(0.0, plan.phases[-1].end + DRAIN_S - time.time()))
     bulk = (sum(b.count for b in crowd.bulk) - counted, len(crowd.bulk))
-    lasts = [r.last for r in (*mem.probes, *crowd.probes, *crowd.bulk)]
+    lasts: list[int] = [r.last for r in (*mem.probes, *crowd.probes)] + [b.last for b in crowd.bulk]
     seen_closes = dict(closes)  # before our own closes
     mem.close()
     crowd.close()
     out = []
-    members = np.frombuffer(member_sink, dtype=np.float64).reshape(-1, 2)
+    member_samples = np.frombuffer(member_sink, dtype=np.float64).reshape(-1, 2)
     storm = plan.phases[1]
-    during = members[(members[:, 0] >= storm.start) & (members[:, 0] < storm.end)]
+    during = member_samples[(member_samples[:, 0] >= storm.start) & (member_samples[:, 0] < storm.end)]
     for sink in (member_sink, crowd_sink):
         samples = np.frombuffer(sink, dtype=np.float64).reshape(-1, 2)
         per_phase = []
@@ -309,7 +310,7 @@ def _stats(lat_s: np.ndarray) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = ["--no-rtc", "--max-connections-per-ip", str(args.clients + 64), *(args.server_arg or [])]
     server = start_server(*extra)
-    workers: list[mp.Process] = []
+    workers: list[BaseProcess] = []
     ctx = mp.get_context("spawn")
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
@@ -335,13 +336,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shares += [(0, crowd // procs + (i < crowd % procs)) for i in range(procs)]
         for members, joiners in shares:
             parent, child = ctx.Pipe()
-            w = ctx.Process(
+            worker = ctx.Process(
                 target=_worker_main,
                 args=(url, session, members, joiners, args.in_flight, args.probe_every, child),
                 daemon=True,
             )
-            w.start()
-            workers.append(w)
+            worker.start()
+            workers.append(worker)
             pipes.append(parent)
         for p in pipes:
             if not await asyncio.to_thread(p.poll, 300):
@@ -372,9 +373,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         joined_at = []
         join_lat = []
         for p in pipes:
-            _, at, lat = await asyncio.to_thread(p.recv)
+            _, at, latencies = await asyncio.to_thread(p.recv)
             joined_at.append(at)
-            join_lat.append(lat)
+            join_lat.append(latencies)
         storm_s = max(joined_at) - storm_at
         rss_storm = server.rss_mb()
         cpu_storm = server.cpu_seconds() - cpu0

@@ -111,9 +111,10 @@ class Raw(WSListener):
 
     @classmethod
     async def open(cls, url: str) -> Raw:
-        _, raw = await picows.ws_connect(cls, url)
-        await asyncio.wait_for(raw.welcome, 10)
-        return raw  # type: ignore[no-any-return]
+        _, listener = await picows.ws_connect(cls, url)
+        assert isinstance(listener, Raw)
+        await asyncio.wait_for(listener.welcome, 10)
+        return listener
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -131,7 +132,8 @@ class Raw(WSListener):
                     fut.set_result(m)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        for fut in (self.welcome, self.closed, *self.waiting.values()):
+        futures: list[asyncio.Future[Any]] = [self.welcome, self.closed, *self.waiting.values()]
+        for fut in futures:
             if not fut.done():
                 fut.set_exception(ConnectionError("closed"))
                 fut.exception()  # nobody may be waiting on it (mark it retrieved)
@@ -160,6 +162,7 @@ async def _pipeline(raw: Raw, sid: str, kind: str, seconds: float, window: int) 
         while time.monotonic() < stop:
             n += 1
             t0 = time.perf_counter()
+            msg: dict[str, Any]
             if kind == "control":
                 msg = {"type": "control", "session": sid, "event": "step", "payload": {"i": n}}
             else:

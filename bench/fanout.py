@@ -24,9 +24,10 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
@@ -245,7 +246,7 @@ def start_server(*extra: str) -> Server:
 Job = Callable[[int, Connection], tuple[Any, tuple[Any, ...]]]  # (clients, pipe) -> (target, args)
 
 
-async def spawn(workers: list[mp.Process], clients: int, procs: int, job: Job) -> list[Connection]:
+async def spawn(workers: list[BaseProcess], clients: int, procs: int, job: Job) -> list[Connection]:
     """Start `procs` receiver processes sharing `clients` (`job(n, pipe)` gives each one's target
     and arguments), added to `workers`; return their pipes once every one has said "ready"."""
     ctx = mp.get_context("spawn")
@@ -277,7 +278,7 @@ def plan(pipes: list[Connection], rates: list[float], duration: float) -> list[P
     return phases
 
 
-def stop(server: Server, workers: list[mp.Process]) -> None:
+def stop(server: Server, workers: list[BaseProcess]) -> None:
     """End the receiver processes (they end themselves after the phases) and the server."""
     for w in workers:
         w.join(timeout=10)
@@ -362,10 +363,10 @@ async def sweep(
 
 
 async def run(
-    clients: int, procs: int, rates: list[float], duration: float, server_args: list[str]
+    clients: int, procs: int, rates: list[float], duration: float, server_args: Sequence[str] = ()
 ) -> dict[str, Any]:
     server = start_server(*server_args)
-    workers: list[mp.Process] = []
+    workers: list[BaseProcess] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
         leader = _Leader()

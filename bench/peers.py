@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from array import array
 from collections.abc import Callable
 from importlib.metadata import version
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ async def run_peer(
     kind: str, clients: int, procs: int, rates: list[float], duration: float
 ) -> dict[str, Any]:
     server = start_peer(kind)
-    workers: list[mp.Process] = []
+    workers: list[BaseProcess] = []
     try:
         publisher = await _sio_connect(server.port, array("d"), None)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import time
 from array import array
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
@@ -104,7 +104,7 @@ async def _send(transport: WSTransport, session: str, ph: Phase) -> int:
 
 async def run(kind: str, clients: int, procs: int, rates: list[float], duration: float) -> dict[str, Any]:
     server = start_server()
-    workers: list[mp.Process] = []
+    workers: list[BaseProcess] = []
     session = f"bench{kind}"
     try:
         leader = _Leader()

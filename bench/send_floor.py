@@ -59,7 +59,7 @@ def run(clients: int, procs: int, rate: float, seconds: float) -> dict[str, Any]
         w.start()
         workers.append(w)
         pipes.append(parent)
-    conns = []
+    conns: list[socket.socket] = []
     while len(conns) < clients:
         c, _ = listener.accept()
         c.setblocking(False)

@@ -336,7 +336,8 @@ class Signal:
                     return
                 msgs = _decode_any(data)
                 for m in msgs if isinstance(msgs, list) else [msgs]:
-                    fut = signal.pending.pop(m.get("rid"), None) if isinstance(m, dict) else None
+                    rid = m.get("rid") if isinstance(m, dict) else None
+                    fut = signal.pending.pop(rid, None) if isinstance(rid, int) else None
                     if fut is not None and not fut.done():
                         fut.set_result(m)
 

@@ -106,7 +106,7 @@ async def serve_aiohttp(n: int, duration: float, pipe: Connection) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    pipe.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    pipe.send(site._server.sockets[0].getsockname()[1])
     await ready.wait()
     pipe.recv()
 

@@ -26,7 +26,7 @@ for dir in tests/realtime tests/browser src/collective_sync/web/vendor; do
 done
 .venv/bin/ruff check --no-cache .  # no cache: a fresh clone (CI) sees what this sees
 .venv/bin/ruff format --no-cache --check .
-.venv/bin/mypy src/collective_sync
+.venv/bin/mypy src/collective_sync bench
 # Most tests wait on sockets, timers and browsers rather than compute, so two workers run them in
 # about 60 % of the time. The few that judge same-instant audio (marked `solo`) run afterwards
 # with nothing beside them: a neighbour test's CPU would starve the pages they record, and they
