@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SYSCTL_DIR = Path("/proc/sys/net/core")
+LISTEN_BACKLOG = 4096  # what the server asks for (ws.py); the kernel caps it at somaxconn
 
 # sysctl -> (the least a large session needs, why)
 WANTED: dict[str, tuple[int, str]] = {
-    "somaxconn": (4096, "caps the listen backlog: a join storm's SYNs beyond it are dropped"),
+    "somaxconn": (LISTEN_BACKLOG, "caps the listen backlog: a join storm's SYNs beyond it are dropped"),
     "netdev_max_backlog": (
         16384,
         "each core's input queue: a join storm or a large fan-out overflows it and drops packets",

@@ -26,12 +26,12 @@ from ..protocol.errors import CloseCode
 from ..realtime import phoenix
 from ..realtime.gateway import RealtimeSocket
 from .gcpolicy import GcPolicy
+from .hostlimits import LISTEN_BACKLOG
 from .http import BASE_HEADERS, HttpApi, response_headers
 from .node import Connection, FrameSink, Node
 from .sendpool import SendPool
 from .tcp import LingeringTransport, RequestGate
 
-LISTEN_BACKLOG = 4096  # capped by net.core.somaxconn
 READ_BUFFER = 2048  # picows' smallest
 
 # Not in picows' stubs: the protocol class ws_create_server instantiates (pinned picows 2.3).
