@@ -25,7 +25,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+import fanout
 import msgspec
 
 SERVER_CORE, CLIENT_CORE = 0, 1
@@ -211,20 +211,8 @@ async def quiet(threshold: float, wait: float) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "load_average_at_start": os.getloadavg(),
-        "note": SHARED_NOTE,
-    }
+    """fanout.machine(), and how loaded the shared machine was when this run started."""
+    return {**fanout.machine(), "load_average_at_start": os.getloadavg(), "note": SHARED_NOTE}
 
 
 # --- the publisher: the SDK, an aiortc-encoded tone --------------------------------------------
