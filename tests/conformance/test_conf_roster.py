@@ -4,7 +4,11 @@ pages list everyone. With a raw client, and a roster limit of 2 so that three pe
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
+from confwire import server_now
 from rawws import Raw, session_with
 
 CROWD = pytest.mark.config(roster_limit=2, presence_interval=0.05)
@@ -119,3 +123,23 @@ async def test_a_non_member_cannot_read_the_roster(server) -> None:
     stranger = await Raw.open(server.url)
     err = await stranger.request({"type": "roster", "session": sid}, rid=1)
     assert err["code"] == "not_in_session"
+
+
+# The tick (which would send the count alone) does not run during this test, so a count can only
+# reach the members with a state update.
+@pytest.mark.config(roster_limit=2, presence_interval=0.05, tick_interval=60)
+async def test_while_state_streams_the_head_count_comes_in_the_frame_of_a_state(server) -> None:
+    lead, sid, _ = await session_with(server.url)
+    ben, _ = await join(server.url, sid, "Ben")
+    await lead.expect("presence")
+    _, cleo = await join(server.url, sid, "Cleo", "observer")  # the crowd: the count is owed
+    assert cleo["count"]["total"] == 3
+    at = await server_now(lead)
+    ack = await lead.request({"type": "state_set", "session": sid, "at": at, "set": {"geometry.R": 2}}, rid=5)
+    assert ack["type"] == "ack", ack
+    assert not ben.pending
+    frame = json.loads(await asyncio.wait_for(ben.ws.recv(), 5))
+    assert isinstance(frame, list), frame  # one frame, two messages
+    assert [m["type"] for m in frame] == ["presence", "state"]
+    assert frame[0]["count"] == {"total": 3, "connected": 3, "observers": 1, "listed": 2}
+    assert frame[1]["set"] == {"geometry.R": 2}
