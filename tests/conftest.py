@@ -13,9 +13,13 @@ from support import make_config
 from collective_sync.client import Client
 from collective_sync.server.app import start
 from collective_sync.server.config import ServerConfig
+from collective_sync.server.hostlimits import raise_open_files
 from collective_sync.server.ws import WsServer
 
 logging.getLogger("picows").setLevel(logging.WARNING)
+# Tests host servers (each with its listening sockets) and hundreds of clients in this process:
+# it takes the open-files limit a served process takes (app.serve), not a shell's soft 1,024.
+raise_open_files()
 
 
 @dataclass

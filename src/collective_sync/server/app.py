@@ -16,7 +16,7 @@ from ..auth import Verifier
 from .clock import ServerClock
 from .config import ServerConfig
 from .gcpolicy import GcPolicy
-from .hostlimits import read_limits, short_limits
+from .hostlimits import raise_open_files, read_limits, short_limits
 from .http import HttpApi
 from .node import Node
 from .sqlite_store import SqliteStore, StoreLocked
@@ -95,8 +95,12 @@ async def start(config: ServerConfig) -> tuple[WsServer, int]:
 async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop gracefully (WsServer.stop): persist, tell every
     client 1001 so it reconnects and resumes, exit within `shutdown_timeout`."""
+    _, files_advice = raise_open_files()  # before accepting anyone: a storm needs the descriptors
     server, port = await start(config)
-    for advice in short_limits(read_limits()):
+    advice_lines = short_limits(read_limits())
+    if files_advice is not None:
+        advice_lines.append(files_advice)
+    for advice in advice_lines:
         # On loopback (the demo, a developer's machine) it is a hint, not a fault.
         log.log(logging.INFO if config.loopback else logging.WARNING, "%s", advice)
     if config.gc_young:

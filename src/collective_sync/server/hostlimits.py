@@ -13,10 +13,15 @@ once at start-up (docs/architecture.md, "Host tuning").
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Mapping
 from pathlib import Path
 
 SYSCTL_DIR = Path("/proc/sys/net/core")
+# A descriptor per connection, plus the listening sockets (ws.py `acceptors`): a session of
+# 10,000 needs more than the common soft limit of 1,024 open files.
+OPEN_FILES_WANTED = 16384
+OPEN_FILES_CEILING = 1 << 20  # when the hard limit is "unlimited" (the kernel's fs.nr_open default)
 LISTEN_BACKLOG = 4096  # what the server asks for (ws.py); the kernel caps it at somaxconn
 
 # sysctl -> (the least a large session needs, why)
@@ -50,3 +55,27 @@ def short_limits(values: Mapping[str, int | None]) -> list[str]:
             fix = f"sysctl -w net.core.{name}={least}"
             advice.append(f"net.core.{name} is {value} ({why}); for large sessions: {fix}")
     return advice
+
+
+def open_files_target(soft: int, hard: int) -> int | None:
+    """The soft limit on open files to ask for: all the hard limit allows (as Go's runtime does
+    at start-up), or None when the soft one is already there."""
+    ceiling = OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    return ceiling if soft != resource.RLIM_INFINITY and soft < ceiling else None
+
+
+def raise_open_files() -> tuple[int, str | None]:
+    """Raise this process's soft limit on open files to its hard limit; returns the soft limit in
+    effect, and advice when it is still below what a large session needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = open_files_target(soft, hard)
+    if target is not None:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # above fs.nr_open: keep what we have
+    if soft != resource.RLIM_INFINITY and soft < OPEN_FILES_WANTED:
+        fix = f"raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to at least {OPEN_FILES_WANTED}"
+        return soft, f"open files are limited to {soft}: one per connection; for large sessions {fix}"
+    return soft, None
