@@ -95,7 +95,7 @@ async def start(config: ServerConfig) -> tuple[WsServer, int]:
 async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop gracefully (WsServer.stop): persist, tell every
     client 1001 so it reconnects and resumes, exit within `shutdown_timeout`."""
-    _, files_advice = raise_open_files()  # before accepting anyone: a storm needs the descriptors
+    files_advice = raise_open_files()  # before accepting anyone: a storm needs the descriptors
     server, port = await start(config)
     advice_lines = short_limits(read_limits())
     if files_advice is not None:

@@ -64,9 +64,9 @@ def open_files_target(soft: int, hard: int) -> int | None:
     return ceiling if soft != resource.RLIM_INFINITY and soft < ceiling else None
 
 
-def raise_open_files() -> tuple[int, str | None]:
-    """Raise this process's soft limit on open files to its hard limit; returns the soft limit in
-    effect, and advice when it is still below what a large session needs."""
+def raise_open_files() -> str | None:
+    """Raise this process's soft limit on open files to its hard limit; returns advice when it is
+    still below what a large session needs."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = open_files_target(soft, hard)
     if target is not None:
@@ -77,5 +77,5 @@ def raise_open_files() -> tuple[int, str | None]:
             pass  # above fs.nr_open: keep what we have
     if soft != resource.RLIM_INFINITY and soft < OPEN_FILES_WANTED:
         fix = f"raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to at least {OPEN_FILES_WANTED}"
-        return soft, f"open files are limited to {soft}: one per connection; for large sessions {fix}"
-    return soft, None
+        return f"open files are limited to {soft}: one per connection; for large sessions {fix}"
+    return None
